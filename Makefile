@@ -1,0 +1,104 @@
+# netc — build, test, demo.  `make test` on a fresh machine installs what it
+# needs (scripts/setup.sh) and runs every test.
+
+CC      ?= cc
+CSTD    := -std=c11
+WARN    := -Wall -Wextra -Werror
+OPT     ?= -O2 -g
+BUILD   ?= build
+SAN     :=
+CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -Icompiler -Igrammar -I$(BUILD)/gen $(CFLAGS)
+
+CHECK_CFLAGS = $(shell pkg-config --cflags check)
+CHECK_LIBS   = $(shell pkg-config --libs check)
+
+COMPILER_SRC := $(filter-out compiler/main.c,$(wildcard compiler/*.c))
+GEN_SRC      := $(BUILD)/gen/parser.c $(BUILD)/gen/lexer.c
+LIB_OBJ      := $(patsubst compiler/%.c,$(BUILD)/obj/%.o,$(COMPILER_SRC)) \
+                $(BUILD)/obj/parser.o $(BUILD)/obj/lexer.o
+TEST_SRC     := $(wildcard tests/test_*.c)
+TEST_OBJ     := $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(TEST_SRC))
+DEPSTAMP     := $(BUILD)/.setup-ok
+
+.PHONY: all test test-unit test-asan demo fuzz clean setup help
+all: $(BUILD)/netc
+
+help:
+	@echo "make            build build/netc"
+	@echo "make demo       compile the shipped U-Net for its protocol and print its summary"
+	@echo "make test       run every test (installs dependencies first if missing)"
+	@echo "make test-asan  unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+	@echo "make fuzz       run the front-end fuzzer (FUZZ_SECONDS=600)"
+
+setup $(DEPSTAMP): scripts/setup.sh
+	@scripts/setup.sh
+	@mkdir -p $(BUILD) && touch $(DEPSTAMP)
+
+$(BUILD)/gen/parser.c $(BUILD)/gen/parser.h: grammar/parser.y | $(DEPSTAMP)
+	@mkdir -p $(BUILD)/gen
+	bison -Wall -Werror -d -o $(BUILD)/gen/parser.c $<
+
+$(BUILD)/gen/lexer.c: grammar/lexer.l $(BUILD)/gen/parser.h | $(DEPSTAMP)
+	@mkdir -p $(BUILD)/gen
+	flex -o $@ $<
+
+# Generated scanners trip a few warnings we cannot fix at the source.
+$(BUILD)/obj/lexer.o: $(BUILD)/gen/lexer.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Wno-sign-compare -Wno-unused-function -MMD -c -o $@ $<
+
+$(BUILD)/obj/parser.o: $(BUILD)/gen/parser.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -c -o $@ $<
+
+$(BUILD)/obj/%.o: compiler/%.c $(BUILD)/gen/parser.h | $(DEPSTAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -c -o $@ $<
+
+$(BUILD)/obj/tests/%.o: tests/%.c $(BUILD)/gen/parser.h | $(DEPSTAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(CHECK_CFLAGS) -DNETC_SOURCE_DIR='"$(CURDIR)"' -MMD -c -o $@ $<
+
+$(BUILD)/libnetc.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/netc: $(BUILD)/obj/main.o $(BUILD)/libnetc.a
+	$(CC) $(CFLAGS_ALL) -o $@ $^ -lm
+
+$(BUILD)/test_netc: $(TEST_OBJ) $(BUILD)/libnetc.a
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(CHECK_LIBS) -lm
+
+# ---- tests -------------------------------------------------------------
+test: $(BUILD)/netc $(BUILD)/test_netc
+	$(BUILD)/test_netc
+	NETC=$(BUILD)/netc tests/cli_test.sh
+
+test-unit: $(BUILD)/test_netc
+	$(BUILD)/test_netc
+
+test-asan:
+	$(MAKE) BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-unit
+
+# ---- demo --------------------------------------------------------------
+demo: $(BUILD)/netc
+	$(BUILD)/netc check netdefs/unet2d.net --protocol t1_brain_axial
+
+# ---- fuzzing (clang libFuzzer) -----------------------------------------
+FUZZ_SECONDS ?= 600
+FUZZ_CC ?= clang
+$(BUILD)/fuzz/fuzz_frontend: tests/fuzz/fuzz_frontend.c $(COMPILER_SRC) $(GEN_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Icompiler -Igrammar -I$(BUILD)/gen \
+	    -o $@ tests/fuzz/fuzz_frontend.c $(COMPILER_SRC) $(GEN_SRC) -lm
+
+fuzz: $(BUILD)/fuzz/fuzz_frontend
+	@mkdir -p $(BUILD)/fuzz/corpus
+	$< -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 \
+	    -artifact_prefix=tests/fuzz/crashes/ $(BUILD)/fuzz/corpus tests/fuzz/seeds
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,398 @@
+/* main.c — the netc command line.
+ *
+ *   netc check FILE [options]     check a .net file; print the layer table
+ *   netc graph FILE --dot|--json  print the L1 graph
+ *   netc ops                      list the ops and their arguments
+ *
+ * Exit status: 0 success, 1 the input has errors, 2 the command line is wrong.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sema.h"
+
+#define NETC_VERSION "0.1.0"
+
+static const char *usage_main =
+    "netc " NETC_VERSION " — a compiler for medical image segmentation networks\n"
+    "\n"
+    "usage: netc COMMAND [ARGS]\n"
+    "\n"
+    "commands:\n"
+    "  check FILE   read a .net file, report every error, print each layer with its\n"
+    "               output shape, parameter count and FLOPs\n"
+    "  graph FILE   print the L1 graph as Graphviz DOT (--dot) or JSON (--json)\n"
+    "  ops          list every op with its arguments and defaults\n"
+    "\n"
+    "Run `netc COMMAND --help` for a command's options.\n"
+    "A first try:  netc check netdefs/unet2d.net\n"
+    "The language is described in docs/language.md.\n";
+
+static const char *usage_check =
+    "usage: netc check FILE [--protocol NAME] [--net NAME] [--train] [-D KEY=VALUE ...]\n"
+    "\n"
+    "Reads FILE and its imports, checks the chosen net against the chosen protocol,\n"
+    "infers every tensor shape and prints one line per layer:\n"
+    "hierarchical name, op, output shape (N C spatial), parameters, FLOPs; then the\n"
+    "totals. Every error in the file is reported, each as file:line:col.\n"
+    "\n"
+    "options:\n"
+    "  --protocol NAME  the protocol to compile for (needed when the file has several)\n"
+    "  --net NAME       the net to check (needed when the file defines several)\n"
+    "  --train          show the training graph: the net at the train block's patch\n"
+    "                   and batch, plus the labels input and the loss nodes\n"
+    "  -D KEY=VALUE     override a net parameter (-D base=16), a protocol field\n"
+    "                   (-D protocol.size=128x128) or a train field (-D train.batch=4)\n"
+    "  -q, --quiet      print nothing but errors; the exit status tells the result\n"
+    "\n"
+    "exit status: 0 no errors, 1 errors in the input, 2 bad command line\n";
+
+static const char *usage_graph =
+    "usage: netc graph FILE (--dot | --json) [--protocol NAME] [--net NAME] [--train]\n"
+    "                  [-D KEY=VALUE ...] [-o OUT]\n"
+    "\n"
+    "Prints the L1 graph of the net for the protocol: --dot as Graphviz DOT\n"
+    "(render with `dot -Tsvg`), --json with every tensor, parameter (name, shape,\n"
+    "init rule), node and resolved attribute. -o writes to OUT instead of stdout;\n"
+    "OUT is replaced only when the whole graph was written.\n"
+    "Other options as for `netc check`.\n";
+
+static const char *usage_ops =
+    "usage: netc ops\n\nLists every op: its name, tensor inputs, arguments in order with defaults.\n";
+
+typedef struct {
+    const char *file, *protocol, *net, *out;
+    bool train, quiet, dot, json;
+    Override ov[64];
+    int nov;
+} Options;
+
+static int usage_error(const char *cmd, const char *fmt, const char *arg)
+{
+    fprintf(stderr, "netc %s: ", cmd);
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n(run `netc %s --help` for the options)\n", cmd);
+    return 2;
+}
+
+static int parse_options(const char *cmd, int argc, char **argv, Options *o, const char *usage)
+{
+    memset(o, 0, sizeof *o);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(usage, stdout);
+            return -1;
+        } else if (strcmp(a, "--protocol") == 0 || strcmp(a, "--net") == 0 || strcmp(a, "-o") == 0) {
+            if (i + 1 >= argc) return usage_error(cmd, "%s needs a value", a);
+            const char **dst = a[2] == 'p' ? &o->protocol : a[2] == 'n' ? &o->net : &o->out;
+            *dst = argv[++i];
+        } else if (strncmp(a, "--protocol=", 11) == 0) {
+            o->protocol = a + 11;
+        } else if (strncmp(a, "--net=", 6) == 0) {
+            o->net = a + 6;
+        } else if (strcmp(a, "--train") == 0) {
+            o->train = true;
+        } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
+            o->quiet = true;
+        } else if (strcmp(a, "--dot") == 0) {
+            o->dot = true;
+        } else if (strcmp(a, "--json") == 0) {
+            o->json = true;
+        } else if (strncmp(a, "-D", 2) == 0) {
+            const char *kv = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!kv) return usage_error(cmd, "%s needs KEY=VALUE", "-D");
+            const char *eq = strchr(kv, '=');
+            if (!eq || eq == kv || !eq[1]) return usage_error(cmd, "-D takes KEY=VALUE, not `%s`", kv);
+            if (o->nov >= 64) return usage_error(cmd, "%s", "too many -D options");
+            o->ov[o->nov].key = strndup(kv, (size_t)(eq - kv));
+            o->ov[o->nov].value = (Ast *)(eq + 1);   /* text for now; parsed later */
+            o->nov++;
+        } else if (a[0] == '-' && a[1]) {
+            return usage_error(cmd, "unknown option `%s`", a);
+        } else if (!o->file) {
+            o->file = a;
+        } else {
+            return usage_error(cmd, "unexpected argument `%s` (one FILE only)", a);
+        }
+    }
+    if (!o->file) return usage_error(cmd, "%s", "missing FILE");
+    return 0;
+}
+
+/* Parse each -D value: an expression for net parameters, a field value list
+ * for protocol./train. keys.  The text becomes a pseudo-file so errors in it
+ * are shown with a caret like any other. */
+static bool parse_overrides(Program *p, Options *o)
+{
+    bool ok = true;
+    for (int i = 0; i < o->nov; i++) {
+        const char *text = (const char *)o->ov[i].value;
+        char name[300];
+        snprintf(name, sizeof name, "<-D %s>", o->ov[i].key);
+        int f = diag_add_source(p->diag, name, text, strlen(text));
+        bool field = strchr(o->ov[i].key, '.') != NULL;
+        Ast *v = field ? parse_field_values_text(&p->arena, p->diag, f) : parse_expr_text(&p->arena, p->diag, f);
+        if (v && field) v->str = strdup(strchr(o->ov[i].key, '.') + 1);
+        o->ov[i].value = v;
+        if (!v) ok = false;
+        if (field && strncmp(o->ov[i].key, "protocol.", 9) != 0 && strncmp(o->ov[i].key, "train.", 6) != 0) {
+            diag_error(p->diag, NO_LOC, "-D %s: dotted keys start with protocol. or train.", o->ov[i].key);
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+static void list_names(Diag *d, const DeclTable *t, const char *what, const char *hint)
+{
+    char buf[512] = "";
+    for (int i = 0; i < t->n; i++) {
+        size_t l = strlen(buf);
+        snprintf(buf + l, sizeof buf - l, "%s%s", i ? ", " : "", t->items[i].name);
+    }
+    diag_error(d, NO_LOC, "%s; choose one with %s (defined: %s)", what, hint, t->n ? buf : "none");
+}
+
+/* The net and protocol to compile, from options or from what the file holds. */
+static bool choose(Program *p, const Options *o, Ast **net, Ast **proto)
+{
+    Diag *d = p->diag;
+    *net = *proto = NULL;
+    if (o->protocol) {
+        *proto = program_find(&p->protocols, o->protocol);
+        if (!*proto) {
+            Suggest sg;
+            suggest_init(&sg, o->protocol);
+            for (int i = 0; i < p->protocols.n; i++) suggest_offer(&sg, p->protocols.items[i].name);
+            const char *best = suggest_result(&sg);
+            if (best) diag_error(d, NO_LOC, "no protocol `%s`; did you mean `%s`?", o->protocol, best);
+            else list_names(d, &p->protocols, "no such protocol", "--protocol");
+            return false;
+        }
+    }
+    if (o->net) {
+        *net = program_find(&p->nets, o->net);
+        if (!*net) {
+            Suggest sg;
+            suggest_init(&sg, o->net);
+            for (int i = 0; i < p->nets.n; i++) suggest_offer(&sg, p->nets.items[i].name);
+            const char *best = suggest_result(&sg);
+            if (best) diag_error(d, NO_LOC, "no net `%s`; did you mean `%s`?", o->net, best);
+            else list_names(d, &p->nets, "no such net", "--net");
+            return false;
+        }
+    }
+    if (!*net) {
+        /* nets of the main file (not of imports) */
+        int count = 0;
+        for (int i = 0; i < p->nets.n; i++)
+            if (p->nets.items[i].decl->loc.file == p->main_file) { *net = p->nets.items[i].decl; count++; }
+        if (count != 1) {
+            *net = NULL;
+            if (p->nets.n == 1) *net = p->nets.items[0].decl;
+            else {
+                list_names(d, &p->nets, count ? "the file defines several nets" : "the file defines no net", "--net");
+                return false;
+            }
+        }
+    }
+    if (!*proto) {
+        if (p->protocols.n == 1) *proto = p->protocols.items[0].decl;
+        else {
+            /* a train block for this net decides */
+            Ast *found = NULL;
+            for (int i = 0; i < p->trains.n; i++) {
+                Ast *t = p->trains.items[i].decl;
+                if (strcmp(t->str, (*net)->str) == 0 && program_find(&p->protocols, t->str2)) {
+                    if (found) { found = NULL; break; }
+                    found = program_find(&p->protocols, t->str2);
+                }
+            }
+            if (!found) {
+                list_names(d, &p->protocols, p->protocols.n ? "the file has several protocols" : "the file has no protocol",
+                           "--protocol");
+                return false;
+            }
+            *proto = found;
+        }
+    }
+    return true;
+}
+
+static Ast *find_train(Program *p, const char *net, const char *proto)
+{
+    char key[512];
+    snprintf(key, sizeof key, "%s on %s", net, proto);
+    return program_find(&p->trains, key);
+}
+
+/* Load, choose, resolve, expand.  Returns the graph to show (or NULL). */
+static Graph *compile(Program *p, Options *o)
+{
+    Ast *net, *proto;
+    if (!parse_overrides(p, o)) return NULL;
+    /* train blocks must name a net and protocol that exist */
+    for (int i = 0; i < p->trains.n; i++) {
+        Ast *t = p->trains.items[i].decl;
+        if (!program_find(&p->nets, t->str)) diag_error(p->diag, t->loc, "train block for unknown net `%s`", t->str);
+        else if (!program_find(&p->protocols, t->str2))
+            diag_error(p->diag, t->loc, "train block for unknown protocol `%s`", t->str2);
+    }
+    if (!choose(p, o, &net, &proto)) return NULL;
+    Protocol *pr = protocol_resolve(p, proto, o->ov, o->nov);
+    if (!pr) return NULL;
+    Ast *tdecl = find_train(p, net->str, proto->str);
+    TrainSpec *ts = NULL;
+    if (tdecl) ts = train_resolve(p, tdecl, pr, o->ov, o->nov);
+    else {
+        for (int i = 0; i < o->nov; i++)
+            if (strncmp(o->ov[i].key, "train.", 6) == 0) {
+                diag_error(p->diag, NO_LOC, "-D %s: there is no train block for %s on %s", o->ov[i].key, net->str, proto->str);
+                break;
+            }
+        if (o->train) diag_error(p->diag, net->loc, "--train: there is no `train %s on %s` block", net->str, proto->str);
+    }
+    ExpandShape inf = { .batch = pr->batch, .size = pr->patch };
+    Graph *g = NULL;
+    int before = p->diag->nerrors;
+    if (!o->train) g = expand_net(p, net, pr, &inf, o->ov, o->nov);
+    if (ts && p->diag->nerrors == before) {
+        /* The training graph: the net at the training patch plus the losses.
+         * Built for checking even when not shown. */
+        ExpandShape tr = { .batch = ts->batch, .size = ts->patch };
+        for (int i = 0; i < o->nov; i++) o->ov[i].used = false;
+        Graph *tg = expand_net(p, net, pr, &tr, o->ov, o->nov);
+        if (p->diag->nerrors == before) train_add_losses(p, tg, ts, pr);
+        if (o->train) g = tg;
+        else graph_free(tg);
+    }
+    train_free(ts);
+    protocol_free(pr);
+    return g;
+}
+
+static int finish(Program *p, Diag *d, Graph *g, int status)
+{
+    if (d->nerrors) {
+        fprintf(stderr, "%d error%s", d->nerrors, d->nerrors == 1 ? "" : "s");
+        if (d->nwarnings) fprintf(stderr, ", %d warning%s", d->nwarnings, d->nwarnings == 1 ? "" : "s");
+        fputs(".\n", stderr);
+        status = 1;
+    }
+    graph_free(g);
+    program_free(p);
+    diag_free(d);
+    return status;
+}
+
+static int cmd_check_or_graph(const char *cmd, int argc, char **argv)
+{
+    bool is_graph = strcmp(cmd, "graph") == 0;
+    Options o;
+    int rc = parse_options(cmd, argc, argv, &o, is_graph ? usage_graph : usage_check);
+    if (rc) {
+        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        return rc < 0 ? 0 : rc;
+    }
+    if (is_graph && o.dot == o.json) {
+        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        return usage_error(cmd, "%s", "choose one of --dot and --json");
+    }
+    Diag d;
+    diag_init(&d, stderr);
+    d.color = false;
+    Program *p = program_load(&d, o.file);
+    if (!p) {
+        fprintf(stderr, "netc: cannot read %s: %s\n", o.file, strerror(errno));
+        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        diag_free(&d);
+        return 1;
+    }
+    Graph *g = compile(p, &o);
+    for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+    int status = 0;
+    if (g && d.nerrors == 0) {
+        if (!is_graph) {
+            if (!o.quiet) graph_print_table(g, stdout);
+        } else {
+            FILE *out = stdout;
+            char tmp[4096];
+            if (o.out) {
+                snprintf(tmp, sizeof tmp, "%s.tmp.%ld", o.out, (long)getpid());
+                out = fopen(tmp, "w");
+                if (!out) {
+                    fprintf(stderr, "netc: cannot write %s: %s\n", tmp, strerror(errno));
+                    return finish(p, &d, g, 1);
+                }
+            }
+            if (o.dot) graph_print_dot(g, out);
+            else graph_print_json(g, out);
+            if (o.out) {
+                bool bad = ferror(out) != 0;
+                if (fclose(out) != 0) bad = true;
+                if (bad || rename(tmp, o.out) != 0) {
+                    fprintf(stderr, "netc: cannot write %s: %s\n", o.out, strerror(errno));
+                    remove(tmp);
+                    status = 1;
+                }
+            }
+        }
+    }
+    return finish(p, &d, g, status);
+}
+
+static int cmd_ops(int argc, char **argv)
+{
+    if (argc > 0 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
+        fputs(usage_ops, stdout);
+        return 0;
+    }
+    if (argc > 0) return usage_error("ops", "unexpected argument `%s`", argv[0]);
+    for (int k = 0; k < OP_COUNT; k++) {
+        const OpInfo *op = &op_table[k];
+        printf("%-15s %s\n", op->name, op->summary ? op->summary : "");
+        printf("%-15s inputs: %d%s", "", op->min_inputs,
+               op->max_inputs < 0 ? " or more" : op->max_inputs != op->min_inputs ? " or 2" : "");
+        printf("   kind: %s\n", fusion_kind_name(op->kind));
+        for (const AttrSpec *s = op->attrs; s && s->name; s++) {
+            printf("%-15s   %s%-14s", "", s->position >= 0 ? "" : "", s->name);
+            if (s->position >= 0) printf(" (positional %d)", s->position + 1);
+            if (s->required) printf(" required");
+            if (s->doc) printf("  %s", s->doc);
+            putchar('\n');
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage_main, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage_main, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("netc %s\n", NETC_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "check") == 0 || strcmp(cmd, "graph") == 0) return cmd_check_or_graph(cmd, argc - 2, argv + 2);
+    if (strcmp(cmd, "ops") == 0) return cmd_ops(argc - 2, argv + 2);
+    const char *cmds[] = { "check", "graph", "ops" };
+    Suggest sg;
+    suggest_init(&sg, cmd);
+    for (int i = 0; i < 3; i++) suggest_offer(&sg, cmds[i]);
+    const char *best = suggest_result(&sg);
+    fprintf(stderr, "netc: unknown command `%s`%s%s%s\n(run `netc --help` for the commands)\n", cmd,
+            best ? "; did you mean `" : "", best ? best : "", best ? "`?" : "");
+    return 2;
+}
