@@ -16,7 +16,7 @@ COMPILER_SRC := $(filter-out compiler/main.c,$(wildcard compiler/*.c))
 GEN_SRC      := $(BUILD)/gen/parser.c $(BUILD)/gen/lexer.c
 LIB_OBJ      := $(patsubst compiler/%.c,$(BUILD)/obj/%.o,$(COMPILER_SRC)) \
                 $(BUILD)/obj/parser.o $(BUILD)/obj/lexer.o
-TEST_SRC     := $(wildcard tests/test_*.c)
+TEST_SRC     := $(wildcard tests/*.c)
 TEST_OBJ     := $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(TEST_SRC))
 DEPSTAMP     := $(BUILD)/.setup-ok
 

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const SrcLoc NO_LOC = { -1, 0, 0, 0, 0 };
 
@@ -61,15 +62,26 @@ int diag_add_source(Diag *d, const char *path, const char *text, size_t len)
     return d->nfiles++;
 }
 
+/* Source files larger than this are refused (a .net file is a few KiB). */
+#define MAX_SOURCE_BYTES ((size_t)64 << 20)
+
 int diag_load_file(Diag *d, const char *path)
 {
     FILE *fp = fopen(path, "rb");
     if (!fp) return -1;
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size > MAX_SOURCE_BYTES) {
+        int regular = S_ISREG(st.st_mode);
+        fclose(fp);
+        errno = regular ? EFBIG : EINVAL;
+        return -1;
+    }
     size_t cap = 4096, len = 0;
     char *buf = xrealloc(NULL, cap);
     size_t got;
     while ((got = fread(buf + len, 1, cap - len, fp)) > 0) {
         len += got;
+        if (len > MAX_SOURCE_BYTES) { free(buf); fclose(fp); errno = EFBIG; return -1; }
         if (len == cap) { cap *= 2; buf = xrealloc(buf, cap); }
     }
     int err = ferror(fp);
@@ -78,6 +90,13 @@ int diag_load_file(Diag *d, const char *path)
     int id = diag_add_source(d, path, buf, len);
     free(buf);
     return id;
+}
+
+const char *diag_load_strerror(int err)
+{
+    if (err == EINVAL) return "not a regular file";
+    if (err == EFBIG) return "larger than 64 MiB";
+    return strerror(err);
 }
 
 const char *diag_where(const Diag *d, SrcLoc loc)
@@ -176,24 +195,27 @@ void diag_note(Diag *d, SrcLoc loc, const char *fmt, ...)
 
 /* ---- suggestions ------------------------------------------------------ */
 
+/* Optimal string alignment distance: insertions, deletions, substitutions
+ * and swaps of neighbours (bsae -> base) each cost 1. */
 int edit_distance(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
     if (la > 64 || lb > 64) return 1000;
-    int row[65];
-    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+    int d[65][65];
+    for (size_t i = 0; i <= la; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= lb; j++) d[0][j] = (int)j;
     for (size_t i = 1; i <= la; i++) {
-        int prev = row[0];
-        row[0] = (int)i;
         for (size_t j = 1; j <= lb; j++) {
-            int cur = row[j];
-            int sub = prev + (a[i - 1] != b[j - 1]);
-            int del = row[j] + 1, ins = row[j - 1] + 1;
-            row[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-            prev = cur;
+            int cost = a[i - 1] != b[j - 1];
+            int best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < best) best = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
         }
     }
-    return row[lb];
+    return d[la][lb];
 }
 
 void suggest_init(Suggest *s, const char *word)
@@ -217,8 +239,9 @@ const char *suggest_result(const Suggest *s)
 {
     if (!s->best) return NULL;
     size_t len = strlen(s->word);
-    /* Allow about one edit per three characters, at least one, at most three. */
-    int limit = (int)(len / 3);
+    /* Allow about one edit per three characters (rounded up from 2/3), at
+     * least one, at most three: epoks -> epochs, bsae -> base, but not x -> y. */
+    int limit = (int)((len + 1) / 3);
     if (limit < 1) limit = 1;
     if (limit > 3) limit = 3;
     return s->best_dist <= limit ? s->best : NULL;

@@ -52,6 +52,8 @@ void diag_free(Diag *d);
 int diag_add_source(Diag *d, const char *path, const char *text, size_t len);
 /* Read a file from disk and register it; returns -1 (and sets errno) on failure. */
 int diag_load_file(Diag *d, const char *path);
+/* Why diag_load_file failed, from its errno, in words. */
+const char *diag_load_strerror(int err);
 
 void diag_error(Diag *d, SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void diag_warning(Diag *d, SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -87,9 +87,18 @@ Value call_value(Sema *S, Value callee, const Ast *call)
                 continue;
             }
             if (nargs > 0) {
-                diag_error(S->diag, a->loc, "tensor arguments come before the other arguments");
+                /* concat(skp, x) with `skp` misspelled: the stray name is the
+                 * real mistake, not the argument order */
+                bool blamed = false;
+                for (int k = 0; k < nargs; k++)
+                    if (!args[k].name && args[k].value.kind == V_SYM) {
+                        sema_unknown_name(S, args[k].value.s, args[k].loc);
+                        blamed = true;
+                    }
+                if (!blamed)
+                    diag_error(S->diag, a->loc, "tensor arguments come before the other arguments");
                 failed = true;
-                continue;
+                break;
             }
             tensors[nt++] = v.tensor;
             continue;
@@ -107,6 +116,12 @@ Value call_value(Sema *S, Value callee, const Ast *call)
         c->args = nargs ? args : NULL;
         c->nargs = nargs;
         c->loc = call->loc;
+        if (c->kind == LAYER_OP) {
+            /* Check the arguments now, where they are written, even if the
+             * layer is only applied later (or never). */
+            if (!parse_op_attrs(S, c->op, c->args, c->nargs, &c->at, c->loc)) return value_error();
+            c->at_ok = true;
+        }
         Value lv = { .kind = V_LAYER, .layer = c, .loc = call->loc };
         if (nt == 0) {
             /* an op with no positional attributes applied to nothing yet */
@@ -147,7 +162,10 @@ static void propagate_resampling(Sema *S, OpKind op, const OpAttrs *at, const in
         }
         if (pick < 0 || r > worst) { pick = i; worst = r; }
     }
-    for (int k = 0; k < MAX_SPATIAL; k++) { out->down_num[k] = 1; out->down_den[k] = 1; }
+    for (int k = 0; k < MAX_SPATIAL; k++) { out->down_num[k] = 1; out->down_den[k] = 1; out->max_down[k] = 1; }
+    for (int i = 0; i < nin; i++)
+        for (int k = 0; k < MAX_SPATIAL; k++)
+            if (g->tensors[in[i]].max_down[k] > out->max_down[k]) out->max_down[k] = g->tensors[in[i]].max_down[k];
     out->source_input = -1;
     if (pick < 0) return;
     const Tensor *src = &g->tensors[in[pick]];
@@ -170,6 +188,7 @@ static void propagate_resampling(Sema *S, OpKind op, const OpAttrs *at, const in
         if (d > 1) { num /= d; den /= d; }
         out->down_num[k] = num;
         out->down_den[k] = den;
+        if (den == 1 && num > out->max_down[k]) out->max_down[k] = num;
     }
 }
 
@@ -254,8 +273,8 @@ Value apply_layer(Sema *S, Layer *l, const int *ts, int nt, SrcLoc loc)
     for (int i = 0; i < l->nbound; i++) all[n++] = l->bound[i];
     switch (l->kind) {
     case LAYER_OP: {
-        OpAttrs at;
-        if (!parse_op_attrs(S, l->op, l->args, l->nargs, &at, l->loc)) return value_error();
+        OpAttrs at = l->at;
+        if (!l->at_ok && !parse_op_attrs(S, l->op, l->args, l->nargs, &at, l->loc)) return value_error();
         return make_node(S, l->op, all, n, &at, l->loc);
     }
     case LAYER_BLOCK:

@@ -61,7 +61,7 @@ int graph_add_tensor(Graph *g, const char *name, Shape shape, DType dt, TensorKi
     t->kind = kind;
     t->producer = -1;
     t->source_input = -1;
-    for (int k = 0; k < MAX_SPATIAL; k++) { t->down_num[k] = 1; t->down_den[k] = 1; }
+    for (int k = 0; k < MAX_SPATIAL; k++) { t->down_num[k] = 1; t->down_den[k] = 1; t->max_down[k] = 1; }
     return g->ntensors++;
 }
 

@@ -127,6 +127,9 @@ typedef struct Tensor {
      * as a fraction down_num/down_den (a stride-2 pool doubles down_num).
      * Used only to explain shape errors ("250 is not divisible by 16"). */
     int64_t down_num[MAX_SPATIAL], down_den[MAX_SPATIAL];
+    /* The deepest whole downsampling factor reached on any path to this
+     * tensor (a U-Net decoder is back at 1, but went through 16). */
+    int64_t max_down[MAX_SPATIAL];
     int source_input;       /* which net input this derives from, -1 unknown */
 } Tensor;
 

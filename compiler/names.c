@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct { const NameNode *scope; const char *seg; } HKey;
+typedef struct { const NameNode *scope; const char *seg; int next; } HKey;  /* next: suffix to try for a repeat */
 static HKey *htab;
 static size_t hcap, hcount;
 
@@ -32,12 +32,12 @@ static uint64_t hash(const NameNode *scope, const char *seg)
     return h;
 }
 
-static bool h_has(const NameNode *scope, const char *seg)
+static HKey *h_find(const NameNode *scope, const char *seg)
 {
-    if (!hcap) return false;
+    if (!hcap) return NULL;
     for (size_t i = hash(scope, seg) & (hcap - 1);; i = (i + 1) & (hcap - 1)) {
-        if (!htab[i].seg) return false;
-        if (htab[i].scope == scope && strcmp(htab[i].seg, seg) == 0) return true;
+        if (!htab[i].seg) return NULL;
+        if (htab[i].scope == scope && strcmp(htab[i].seg, seg) == 0) return &htab[i];
     }
 }
 
@@ -61,6 +61,7 @@ static void h_put(const NameNode *scope, const char *seg)
     while (htab[i].seg) i = (i + 1) & (hcap - 1);
     htab[i].scope = scope;
     htab[i].seg = seg;
+    htab[i].next = 1;
     hcount++;
 }
 
@@ -80,12 +81,17 @@ static void attach(Sema *S, NameNode *n)
     NameNode *p = n->parent;
     const char *base = n->seg ? n->seg : "?";
     const char *seg = base;
-    if (h_has(p, seg)) {
+    HKey *first = h_find(p, base);
+    if (first) {
+        /* the base's entry remembers the next suffix to try, so a loop that
+         * rebinds `x` a million times stays linear */
         char buf[400];
-        for (int k = 1;; k++) {
+        int k = first->next;
+        for (;; k++) {
             snprintf(buf, sizeof buf, "%s_%d", base, k);
-            if (!h_has(p, buf)) break;
+            if (!h_find(p, buf)) break;
         }
+        first->next = k + 1;
         seg = sema_strdup(S, buf);
     }
     n->seg = seg;

@@ -366,7 +366,7 @@ static int log2_exact(int64_t v)
 }
 
 /* "; input 250 is not divisible by 16 (4 poolings) for protocol P" when the
- * largest integral down factor among the inputs on spatial axis `ax` does
+ * deepest downsampling any input went through on spatial axis `ax` does
  * not divide the protocol's size there; "" when nothing explains it. */
 static const char *mismatch_hint(const Rule *r, int ax, char *buf, size_t n)
 {
@@ -375,9 +375,7 @@ static const char *mismatch_hint(const Rule *r, int ax, char *buf, size_t n)
     buf[0] = '\0';
     for (int i = 0; cx->in && i < cx->nin; i++) {
         const Tensor *t = cx->in[i];
-        if (!t || t->down_num[ax] < 1 || t->down_den[ax] < 1 || t->down_num[ax] % t->down_den[ax])
-            continue;
-        if (t->down_num[ax] / t->down_den[ax] > best) best = t->down_num[ax] / t->down_den[ax];
+        if (t && t->max_down[ax] > best) best = t->max_down[ax];
     }
     if (!cx->protocol_size || best <= 1) return buf;
     int64_t size = cx->protocol_size[ax];

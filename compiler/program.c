@@ -108,7 +108,7 @@ static void load_import(Program *p, Ast *imp, int depth)
     }
     int f = diag_load_file(p->diag, path);
     if (f < 0) {
-        diag_error(p->diag, imp->loc, "cannot import \"%s\": %s (looked for %s)", imp->str, strerror(errno), path);
+        diag_error(p->diag, imp->loc, "cannot import \"%s\": %s (looked for %s)", imp->str, diag_load_strerror(errno), path);
         free(path);
         return;
     }

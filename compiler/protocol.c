@@ -147,7 +147,6 @@ Protocol *protocol_resolve(Program *p, Ast *decl, Override *ov, int nov)
     pr->modality = MOD_OTHER;
     pr->batch = 1;
     fields_check_known(&S, decl, known_fields, "protocol");
-    fields_check_overrides(&S, "protocol", known_fields, ov, nov);
 
     const Ast *f;
     if ((f = field_find(decl, "modality", "protocol", ov, nov))) {
@@ -218,6 +217,7 @@ Protocol *protocol_resolve(Program *p, Ast *decl, Override *ov, int nov)
         diag_error(S.diag, decl->loc, "protocol %s needs `classes` (a count, or names such as background, brain)", decl->str);
     if ((f = field_find(decl, "batch", "protocol", ov, nov))) field_int(&S, f, 1, 4096, &pr->batch);
 
+    fields_check_overrides(&S, "protocol", known_fields, ov, nov);
     sema_release(&S);
     if (p->diag->nerrors != before || pr->rank <= 0) {
         protocol_free(pr);

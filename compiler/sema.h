@@ -51,7 +51,8 @@ Ast *program_find(const DeclTable *t, const char *name);
  * parameters) or a D_FIELD (for train./protocol. keys). */
 typedef struct {
     char *key;
-    Ast *value;
+    const char *text;   /* the value as given on the command line */
+    Ast *value;         /* parsed by netc_compile */
     bool used;
 } Override;
 

@@ -46,6 +46,8 @@ struct Layer {
     OpKind op;              /* LAYER_OP */
     Ast *block;             /* LAYER_BLOCK: the D_BLOCK */
     Arg *args; int nargs;   /* non-tensor arguments as written */
+    OpAttrs at;             /* LAYER_OP: the attributes, checked when the layer was made */
+    bool at_ok;
     int *bound; int nbound; /* tensors given at the call (`add(y)`): come after the chained input */
     Layer *first, *second;  /* LAYER_CHAIN: first, then second */
     const char *name;       /* op or block name, for messages and naming */

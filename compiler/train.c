@@ -279,7 +279,6 @@ TrainSpec *train_resolve(Program *p, Ast *decl, const Protocol *pr, Override *ov
     read_call(&S, &sgd, optimizers, "optimizer", pr->rank, &t->optimizer);
     t->optimizer.num[2] = 1;   /* nnU-Net: Nesterov */
     fields_check_known(&S, decl, known_fields, "train");
-    fields_check_overrides(&S, "train", known_fields, ov, nov);
 
     const Ast *f;
     if ((f = field_find(decl, "loss", "train", ov, nov))) {
@@ -343,6 +342,7 @@ TrainSpec *train_resolve(Program *p, Ast *decl, const Protocol *pr, Override *ov
                 t->init_weights = strdup(v.s);
         }
     }
+    fields_check_overrides(&S, "train", known_fields, ov, nov);
     sema_release(&S);
     if (p->diag->nerrors != before) {
         train_free(t);

@@ -15,6 +15,7 @@
 %define api.pure full
 %locations
 %define parse.error detailed
+%define parse.lac full
 %param {yyscan_t scanner}
 %expect 0
 
@@ -54,6 +55,7 @@ static int yylex(YYSTYPE *lval, YYLTYPE *lloc, yyscan_t scanner)
 static void yyerror(YYLTYPE *loc, yyscan_t scanner, const char *msg)
 {
     LexState *ls = LS;
+    if (ls->last == BADCHAR) return;   /* the lexer already reported it */
     if (strcmp(msg, "memory exhausted") == 0)
         msg = "nesting is too deep";
     lex_error(ls, loc, "%s", msg);
@@ -134,6 +136,7 @@ static Ast *dims(LexState *ls, char *text, SrcLoc loc)
 %token <ival> INT "integer"
 %token <fval> FLOAT "number"
 %token NL "newline"
+%token BADCHAR "invalid character"
 %token ARROW "->" DOTDOT ".." SHL "<<" SHR ">>" EQ "==" NE "!=" LE "<=" GE ">="
 %token IMPORT "import" BLOCK "block" NET "net" PROTOCOL "protocol" TRAIN "train"
 %token ON "on" INPUT "input" OUTPUT "output" FOR "for" IN "in" IF "if" ELSE "else"
@@ -309,6 +312,7 @@ primary
     | FALSE                             { $$ = mk(LS, A_INT, L(LS, @1)); $$->ival = 0; $$->op = 1; }
     | IDENT                             { $$ = mk(LS, A_IDENT, L(LS, @1)); $$->str = $1; }
     | '*'                               { $$ = mk(LS, A_IDENT, L(LS, @1)); $$->str = strdup("*"); }
+    | BADCHAR                           { $$ = mk(LS, A_ERROR, L(LS, @1)); }
     | '(' expr ')'                      { $$ = $2; }
     | '(' expr ',' expr_list ')'        {
                                           $$ = $4; $$->kind = A_TUPLE; $$->loc = span(LS, @1, @5);
@@ -321,8 +325,6 @@ primary
     | '[' ']'                           { $$ = mk(LS, A_LIST, span(LS, @1, @2)); }
     | '[' expr_list ']'                 { $$ = $2; $$->kind = A_LIST; $$->loc = span(LS, @1, @3); $$ = fin(LS, $$); }
     | '[' expr_list ',' ']'             { $$ = $2; $$->kind = A_LIST; $$->loc = span(LS, @1, @4); $$ = fin(LS, $$); }
-    | '(' error ')'                     { $$ = mk(LS, A_ERROR, L(LS, @1)); }
-    | '[' error ']'                     { $$ = mk(LS, A_ERROR, L(LS, @1)); }
     ;
 
 expr_list

@@ -668,7 +668,7 @@ static Tensor make_tensor(const char *name, Shape s, int64_t down)
     t.dtype = DT_F32;
     t.kind = TK_ACTIVATION;
     for (int i = 0; i < MAX_SPATIAL; i++)
-        t.down_num[i] = down, t.down_den[i] = 1;
+        t.down_num[i] = down, t.down_den[i] = 1, t.max_down[i] = down;
     return t;
 }
 
@@ -709,6 +709,7 @@ START_TEST(concat_mismatch_no_hint)
     /* factor 12 is not a power of two: no "(N poolings)"; no protocol name given */
     size[1] = 250;
     a.down_num[1] = 12;
+    a.max_down[1] = 12;
     ck_assert(!op_table[OP_CONCAT].shape(&cx, &at, in, 2, &out));
     ck_msg("spatial sizes differ; input 250 is not divisible by 12");
     ck_no_msg("pooling");

@@ -1,0 +1,20 @@
+/* driver.h — compile a loaded program: the whole front end in one call. */
+#ifndef NETC_DRIVER_H
+#define NETC_DRIVER_H
+
+#include "sema.h"
+
+typedef struct {
+    const char *protocol;   /* NULL: the only one, or the one a train block names */
+    const char *net;        /* NULL: the only net of the main file */
+    bool train;             /* return the training graph (net at the train patch + losses) */
+    Override *ov;           /* -D overrides (text in, parsed value out) */
+    int nov;
+} CompileOptions;
+
+/* Choose net and protocol, check protocol and train block, expand.  Returns
+ * the graph to show, or NULL; errors go to p->diag (check nerrors). Each
+ * override's text is parsed into its `value`. */
+Graph *netc_compile(Program *p, CompileOptions *o);
+
+#endif

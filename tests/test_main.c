@@ -1,0 +1,29 @@
+/* test_main.c — runs every Check suite.  Tests run from the source tree
+ * root, so paths such as netdefs/unet2d.net work from any build folder. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "support.h"
+
+#ifndef NETC_SOURCE_DIR
+#define NETC_SOURCE_DIR "."
+#endif
+
+int main(void)
+{
+    if (chdir(NETC_SOURCE_DIR) != 0) {
+        perror("chdir " NETC_SOURCE_DIR);
+        return EXIT_FAILURE;
+    }
+    SRunner *sr = srunner_create(ops_suite());
+    srunner_add_suite(sr, frontend_suite());
+    srunner_add_suite(sr, expand_suite());
+    srunner_add_suite(sr, netdefs_suite());
+    srunner_add_suite(sr, golden_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
