@@ -131,8 +131,15 @@ Value call_value(Sema *S, Value callee, const Ast *call)
         return apply_layer(S, c, tensors, nt, call->loc);
     }
     if (nargs > 0) {
-        diag_error(S->diag, args[0].loc, "`%s` already has its arguments; call it with tensors only, as in %s(...)(x)",
-                   l->name, l->name);
+        bool blamed = false;
+        for (int k = 0; k < nargs; k++)
+            if (!args[k].name && args[k].value.kind == V_SYM) {
+                sema_unknown_name(S, args[k].value.s, args[k].loc);   /* conv(2, 1)(imag) */
+                blamed = true;
+            }
+        if (!blamed)
+            diag_error(S->diag, args[0].loc, "`%s` already has its arguments; call it with tensors only, as in %s(...)(x)",
+                       l->name, l->name);
         return value_error();
     }
     if (nt == 0) {

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# cli_test.sh — the command line as a user meets it: exit codes, help texts,
+# outputs of check/graph, and that a failed run leaves existing files alone.
+# Usage: NETC=build/netc tests/cli_test.sh
+set -u
+NETC=${NETC:-build/netc}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+
+ok()   { pass=$((pass + 1)); }
+bad()  { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+# expect STATUS DESCRIPTION -- command...   (stdout+stderr in $tmp/out)
+expect() {
+    local want=$1 what=$2; shift 3
+    "$@" >"$tmp/out" 2>&1
+    local got=$?
+    if [ "$got" -eq "$want" ]; then ok; else bad "$what: exit $got, want $want"; sed 's/^/    /' "$tmp/out" | head -20; fi
+}
+contains() {
+    if grep -qF -- "$2" "$tmp/out"; then ok; else bad "$1: output lacks \"$2\""; sed 's/^/    /' "$tmp/out" | head -20; fi
+}
+
+expect 0 "netc --help"            -- "$NETC" --help
+contains "netc --help" "netc check netdefs/unet2d.net"
+expect 2 "netc with no command"   -- "$NETC"
+expect 2 "unknown command"        -- "$NETC" chek
+contains "unknown command" "did you mean \`check\`?"
+for cmd in check graph ops; do
+    expect 0 "netc $cmd --help" -- "$NETC" "$cmd" --help
+    contains "netc $cmd --help" "usage: netc $cmd"
+done
+expect 2 "unknown option"         -- "$NETC" check netdefs/unet2d.net --frobnicate
+expect 2 "missing file"           -- "$NETC" check
+expect 1 "unreadable file"        -- "$NETC" check "$tmp/nope.net"
+contains "unreadable file" "cannot read"
+
+# the shipped nets check cleanly, with their layer tables
+for n in unet2d unet3d vnet voxresnet; do
+    expect 0 "check $n" -- "$NETC" check "netdefs/$n.net"
+    contains "check $n" "parameters:"
+    expect 0 "check $n --train" -- "$NETC" check "netdefs/$n.net" --train
+    contains "check $n --train" "loss   loss"
+done
+expect 0 "check unet3d anisotropic protocol" -- "$NETC" check netdefs/unet3d.net --protocol t2_prostate_aniso
+expect 0 "quiet check" -- "$NETC" check -q netdefs/unet2d.net
+[ -s "$tmp/out" ] && bad "quiet check printed something" || ok
+
+# overrides
+expect 0 "-D base" -- "$NETC" check netdefs/unet2d.net -D base=16
+contains "-D base" "enc.0.conv_bn_relu.conv"
+expect 1 "-D unknown" -- "$NETC" check netdefs/unet2d.net -D bsae=16
+contains "-D unknown" "did you mean \`base\`?"
+expect 1 "-D size not divisible" -- "$NETC" check netdefs/unet2d.net -D protocol.size=250x250
+contains "-D size not divisible" "input 250 is not divisible by 16 (4 poolings) for protocol t1_brain_axial"
+expect 0 "-D train.batch" -- "$NETC" check netdefs/unet2d.net --train -D train.batch=3
+contains "-D train.batch" "3x2x256x256"
+expect 2 "-D without =" -- "$NETC" check netdefs/unet2d.net -D base
+
+# a malformed file: located error, exit 1
+printf 'net n {\n  input image\n  output logits = conv(2, 1)(imag)\n}\nprotocol p {\n  size 8 x 8\n  classes 2\n}\n' >"$tmp/bad.net"
+expect 1 "malformed file" -- "$NETC" check "$tmp/bad.net"
+contains "malformed file" "bad.net:3:30: error: unknown name \`imag\`; did you mean \`image\`?"
+
+# graph outputs
+expect 0 "graph --dot" -- "$NETC" graph netdefs/unet2d.net --dot
+contains "graph --dot" "digraph"
+if command -v dot >/dev/null; then
+    "$NETC" graph netdefs/voxresnet.net --dot | dot -Tsvg >"$tmp/g.svg" && ok || bad "dot cannot render the DOT output"
+fi
+expect 0 "graph --json" -- "$NETC" graph netdefs/vnet.net --json -o "$tmp/g.json"
+/usr/bin/python3 -c "import json,sys; g=json.load(open(sys.argv[1])); assert g['net']=='vnet' and len(g['params'])==89" \
+    "$tmp/g.json" && ok || bad "graph --json is not the expected JSON"
+expect 2 "graph needs a format" -- "$NETC" graph netdefs/vnet.net
+
+# a failed run leaves an existing output untouched
+echo "precious" >"$tmp/keep.json"
+expect 1 "graph of a bad file" -- "$NETC" graph "$tmp/bad.net" --json -o "$tmp/keep.json"
+[ "$(cat "$tmp/keep.json")" = "precious" ] && ok || bad "a failed graph run overwrote its output"
+ls "$tmp"/keep.json.tmp.* >/dev/null 2>&1 && bad "a temporary file was left behind" || ok
+
+# the front door
+expect 0 "netc ops" -- "$NETC" ops
+contains "netc ops" "upconv"
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
