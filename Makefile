@@ -20,7 +20,7 @@ TEST_SRC     := $(wildcard tests/*.c)
 TEST_OBJ     := $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(TEST_SRC))
 DEPSTAMP     := $(BUILD)/.setup-ok
 
-.PHONY: all test test-unit test-asan demo fuzz clean setup help
+.PHONY: all test test-unit test-asan test-valgrind demo fuzz clean setup help
 all: $(BUILD)/netc
 
 help:
@@ -28,6 +28,7 @@ help:
 	@echo "make demo       compile the shipped U-Net for its protocol and print its summary"
 	@echo "make test       run every test (installs dependencies first if missing)"
 	@echo "make test-asan  unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+	@echo "make test-valgrind  unit tests and CLI main paths under valgrind (leaks, memory errors)"
 	@echo "make fuzz       run the front-end fuzzer (FUZZ_SECONDS=600)"
 
 setup $(DEPSTAMP): scripts/setup.sh
@@ -81,6 +82,12 @@ test-asan:
 	$(MAKE) BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-unit
 
+# Leak and memory check of the unit tests and the CLI's main paths.
+test-valgrind: $(BUILD)/netc $(BUILD)/test_netc
+	CK_FORK=no valgrind --leak-check=full --error-exitcode=9 -q $(BUILD)/test_netc
+	valgrind --leak-check=full --error-exitcode=9 -q $(BUILD)/netc check netdefs/voxresnet.net --train >/dev/null
+	valgrind --leak-check=full --error-exitcode=9 -q $(BUILD)/netc graph netdefs/unet3d.net --json >/dev/null
+
 # ---- demo --------------------------------------------------------------
 demo: $(BUILD)/netc
 	$(BUILD)/netc check netdefs/unet2d.net --protocol t1_brain_axial
@@ -96,7 +103,7 @@ $(BUILD)/fuzz/fuzz_frontend: tests/fuzz/fuzz_frontend.c $(COMPILER_SRC) $(GEN_SR
 fuzz: $(BUILD)/fuzz/fuzz_frontend
 	@mkdir -p $(BUILD)/fuzz/corpus
 	$< -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=5 -rss_limit_mb=2048 \
-	    -artifact_prefix=tests/fuzz/crashes/ $(BUILD)/fuzz/corpus tests/fuzz/seeds
+	    -dict=tests/fuzz/netc.dict -artifact_prefix=tests/fuzz/crashes/ $(BUILD)/fuzz/corpus tests/fuzz/seeds
 
 clean:
 	rm -rf build

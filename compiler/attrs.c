@@ -43,6 +43,19 @@ static bool need_int(Sema *S, const char *op, const AttrSpec *sp, const Value *v
     return false;
 }
 
+static bool check_axes(Sema *S, const char *op, const AttrSpec *sp, const int64_t *dst, SrcLoc loc)
+{
+    /* out_pad may be 0; kernels, strides, dilations and scales are >= 1 */
+    int64_t min = strcmp(sp->name, "out_pad") == 0 ? 0 : 1;
+    for (int i = 0; i < S->rank; i++)
+        if (dst[i] < min || dst[i] > (INT64_C(1) << 31)) {
+            diag_error(S->diag, loc, "%s: `%s` must be %s, not %lld", op, sp->name,
+                       min ? "a positive integer" : "0 or more", (long long)dst[i]);
+            return false;
+        }
+    return true;
+}
+
 static bool set_axes(Sema *S, const char *op, const AttrSpec *sp, const Value *v, int64_t *dst)
 {
     int rank = S->rank;
@@ -54,12 +67,12 @@ static bool set_axes(Sema *S, const char *op, const AttrSpec *sp, const Value *v
         }
         for (int i = 0; i < rank; i++)
             if (!need_int(S, op, sp, &v->items[i], &dst[i])) return false;
-        return true;
+        return check_axes(S, op, sp, dst, v->loc);
     }
     int64_t x;
     if (!need_int(S, op, sp, v, &x)) return false;
     for (int i = 0; i < rank; i++) dst[i] = x;
-    return true;
+    return check_axes(S, op, sp, dst, v->loc);
 }
 
 static bool set_padding(Sema *S, const char *op, const AttrSpec *sp, const Value *v, Padding *p)

@@ -428,8 +428,7 @@ static Value apply_block(Sema *S, Layer *l, const int *ts, int nt, SrcLoc loc)
         names_push(S, blk->str);
         Body b = { .is_net = false, .inputs = ts, .ninputs = nt, .call_loc = loc };
         b.has_input_stmt = body_has_input(&blk->list);
-        b.last = value_error();
-        b.last.kind = V_NONE;
+        b.last = (Value){ .kind = V_NONE };
         exec_stmts(S, &blk->list, &b);
         if (b.has_input_stmt) {
             if (b.next_input < nt && !S->limit_hit)

@@ -125,7 +125,13 @@ static void index_file(Program *p, int file, int depth)
         Ast *d = root->list.items[i];
         switch (d->kind) {
         case D_IMPORT: load_import(p, d, depth); break;
-        case D_BLOCK: table_add(p, &p->blocks, "block", d->str, d); break;
+        case D_BLOCK:
+            if (op_lookup(d->str) != OP_COUNT) {
+                diag_error(p->diag, d->loc, "block `%s` has the name of an op; choose another name", d->str);
+                break;
+            }
+            table_add(p, &p->blocks, "block", d->str, d);
+            break;
         case D_NET: table_add(p, &p->nets, "net", d->str, d); break;
         case D_PROTOCOL: table_add(p, &p->protocols, "protocol", d->str, d); break;
         case D_TRAIN: {
