@@ -234,10 +234,19 @@ bool parse_op_attrs(Sema *S, OpKind k, const Arg *args, int nargs, OpAttrs *at, 
                 continue;
             }
             sp = spec_at(specs, pos++);
+            bool takes_symbol = sp && (sp->type == AT_ENUM || sp->type == AT_PADDING);
+            if (a->value.kind == V_SYM && !takes_symbol) {
+                /* concat(image, imag): a misspelled tensor, not an attribute */
+                sema_unknown_name(S, a->value.s, a->loc);
+                ok = false;
+                continue;
+            }
             if (!sp) {
-                if (npos == 0)
+                if (!specs || !specs->name)
+                    diag_error(S->diag, a->loc, "%s takes only tensors", info->name);
+                else if (npos == 0)
                     diag_error(S->diag, a->loc, "%s takes no positional arguments (name them, as in %s(%s = ...))",
-                               info->name, info->name, specs && specs->name ? specs->name : "x");
+                               info->name, info->name, specs->name);
                 else
                     diag_error(S->diag, a->loc, "%s takes at most %d positional argument%s", info->name, npos,
                                npos == 1 ? "" : "s");

@@ -30,6 +30,7 @@ void diag_free(Diag *d)
         free(d->files[i].line_start);
     }
     free(d->files);
+    free(d->seen);
     memset(d, 0, sizeof *d);
 }
 
@@ -155,8 +156,32 @@ static void emit(Diag *d, const char *kind, SrcLoc loc, const char *fmt, va_list
     print_excerpt(d, loc);
 }
 
+/* The same error at the same place is shown once: a mistake inside a loop
+ * body or a block used many times is one message, not one per use. */
+static bool already_seen(Diag *d, SrcLoc loc, const char *fmt, va_list ap)
+{
+    char msg[512];
+    va_list cp;
+    va_copy(cp, ap);
+    vsnprintf(msg, sizeof msg, fmt, cp);
+    va_end(cp);
+    unsigned long long h = 1469598103934665603ull;
+    int where[5] = { loc.file, loc.line, loc.col, loc.end_line, loc.end_col };
+    for (int i = 0; i < 5; i++) h = (h ^ (unsigned)where[i]) * 1099511628211ull;
+    for (const char *p = msg; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    for (int i = 0; i < d->nseen; i++)
+        if (d->seen[i] == h) return true;
+    if (d->nseen == d->capseen) {
+        d->capseen = d->capseen ? 2 * d->capseen : 64;
+        d->seen = xrealloc(d->seen, (size_t)d->capseen * sizeof *d->seen);
+    }
+    d->seen[d->nseen++] = h;
+    return false;
+}
+
 void diag_verror(Diag *d, SrcLoc loc, const char *fmt, va_list ap)
 {
+    if (d->nerrors <= DIAG_MAX_ERRORS && already_seen(d, loc, fmt, ap)) return;
     d->nerrors++;
     if (d->nerrors > DIAG_MAX_ERRORS) {
         if (d->nerrors == DIAG_MAX_ERRORS + 1)

@@ -42,6 +42,7 @@ typedef struct Diag {
     int nfiles, capfiles;
     int nerrors, nwarnings;
     FILE *out;           /* where messages go (stderr by default; tests capture) */
+    unsigned long long *seen; int nseen, capseen;   /* errors already shown */
     bool color;
 } Diag;
 

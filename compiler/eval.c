@@ -238,6 +238,9 @@ static Value int_arith(Sema *S, int op, int64_t a, int64_t b, SrcLoc loc)
 static Value arith(Sema *S, int op, Value a, Value b, SrcLoc loc)
 {
     if (a.kind == V_ERROR || b.kind == V_ERROR) return value_error();
+    /* a name that stood for nothing (passed as a block argument) */
+    if (a.kind == V_SYM && op != AOP_EQ && op != AOP_NE) { sema_unknown_name(S, a.s, a.loc); return value_error(); }
+    if (b.kind == V_SYM && op != AOP_EQ && op != AOP_NE) { sema_unknown_name(S, b.s, b.loc); return value_error(); }
     if (a.kind == V_TENSOR || b.kind == V_TENSOR)
         return tensor_binop(S, op, a, b, loc);
     if (op == AOP_AND || op == AOP_OR) {
@@ -328,7 +331,13 @@ static Value lookup_index(Sema *S, const Ast *n)
     Binding *b = env_lookup(S, key);
     if (b) { Value v = b->value; v.loc = n->loc; return v; }
     Binding *whole = env_lookup(S, n->str);
-    if (whole && (whole->value.kind == V_LIST || whole->value.kind == V_TUPLE)) {
+    if (whole && whole->value.kind == V_ERROR) return value_error();   /* already reported */
+    if (whole && whole->value.kind != V_LIST && whole->value.kind != V_TUPLE) {
+        diag_error(S->diag, n->loc, "`%s` is a %s, not a list; and `%s` is not defined", n->str,
+                   value_kind_name(whole->value.kind), key);
+        return value_error();
+    }
+    if (whole) {
         Value l = whole->value;
         if (idx.i < 0 || idx.i >= l.n) {
             diag_error(S->diag, n->loc, "index %lld is out of range for `%s`, which has %d elements",
@@ -533,7 +542,7 @@ Value eval_field(Sema *S, const Ast *n)
         Value v = eval_field(S, n->a);
         if (v.kind == V_ERROR) return v;
         if (strcmp(n->str, "mm") != 0) {
-            diag_error(S->diag, n->loc, "unknown unit `%s`; spacing is written in mm", n->str);
+            diag_error(S->diag, n->loc, "unexpected `%s` after a value (the only unit is mm, as in spacing 1.0 x 1.0 mm)", n->str);
             return value_error();
         }
         return v;
@@ -554,7 +563,7 @@ Value eval_field(Sema *S, const Ast *n)
         }
         return v;
     }
-    if (n->kind == A_MEMBER || (n->kind == A_IDENT && strcmp(n->str, "*") == 0)) {
+    if (n->kind == A_MEMBER) {
         /* a dotted parameter path, kept as text: enc.0.*  */
         char *text = ast_to_string(n);
         Value v = { .kind = V_SYM, .s = sema_strdup(S, text), .loc = n->loc };

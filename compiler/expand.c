@@ -57,6 +57,19 @@ Value block_layer(Sema *S, Ast *block, SrcLoc loc)
     return v;
 }
 
+/* How many input tensors a block body declares with `input`. */
+static int count_inputs(const AstList *stmts)
+{
+    int n = 0;
+    for (int i = 0; i < stmts->n; i++) {
+        const Ast *s = stmts->items[i];
+        if (!s) continue;
+        if (s->kind == S_INPUT) n += s->list.n;
+        else if (s->kind == S_FOR || s->kind == S_IF) n += count_inputs(&s->list) + count_inputs(&s->list2);
+    }
+    return n;
+}
+
 /* A layer is "fresh" when it came straight from a name (conv, stage) and has
  * not been given arguments yet. */
 static bool layer_fresh(const Layer *l)
@@ -123,9 +136,15 @@ Value call_value(Sema *S, Value callee, const Ast *call)
             c->at_ok = true;
         }
         Value lv = { .kind = V_LAYER, .layer = c, .loc = call->loc };
-        if (nt == 0) {
-            /* an op with no positional attributes applied to nothing yet */
-            if (!c->args) c->args = sema_alloc(S, sizeof(Arg));  /* mark as configured */
+        if (!c->args) c->args = sema_alloc(S, sizeof(Arg));  /* mark as configured */
+        if (nt == 0) return lv;
+        /* Fewer tensors than the layer takes: a partial application whose
+         * tensors come after the chained one, so x -> concat(skip) is
+         * concat(x, skip). */
+        int wants = c->kind == LAYER_OP ? op_table[c->op].min_inputs : count_inputs(&c->block->list);
+        if (nt < wants) {
+            c->bound = tensors;
+            c->nbound = nt;
             return lv;
         }
         return apply_layer(S, c, tensors, nt, call->loc);
@@ -394,11 +413,9 @@ static Value apply_block(Sema *S, Layer *l, const int *ts, int nt, SrcLoc loc)
             ok = false;
             continue;
         }
-        if (a->value.kind == V_SYM) {
-            sema_unknown_name(S, a->value.s, a->value.loc);
-            ok = false;
-            continue;
-        }
+        /* A bare name is passed on as a symbol (b(same) for a padding
+         * parameter); if the block uses it as a number or tensor, the error
+         * points back here. */
         set[idx] = true;
         vals[idx] = a->value;
     }
@@ -424,6 +441,7 @@ static Value apply_block(Sema *S, Layer *l, const int *ts, int nt, SrcLoc loc)
     }
     Value result = value_error();
     if (ok) {
+        int errors_before = S->diag->nerrors;
         S->call_depth++;
         names_push(S, blk->str);
         Body b = { .is_net = false, .inputs = ts, .ninputs = nt, .call_loc = loc };
@@ -442,12 +460,12 @@ static Value apply_block(Sema *S, Layer *l, const int *ts, int nt, SrcLoc loc)
                 memcpy(result.items, b.results, sizeof(Value) * (size_t)b.nresults);
                 result.loc = loc;
             } else if (b.last.kind == V_TENSOR) result = b.last;
-            else if (b.last.kind != V_ERROR)
+            else if (S->diag->nerrors == errors_before)
                 diag_error(S->diag, blk->loc, "block %s has inputs but no `output`", blk->str);
         } else if (b.last.kind == V_LAYER) {
             /* Form (a): the body is a chain of layers applied to the input. */
             result = apply_layer(S, b.last.layer, ts, nt, loc);
-        } else if (b.last.kind != V_ERROR) {
+        } else if (S->diag->nerrors == errors_before) {
             diag_error(S->diag, blk->loc, "block %s must end in a chain of layers (like conv(c, 3) -> relu) or declare `input` and `output`",
                        blk->str);
         }
@@ -678,6 +696,36 @@ static Value eval_override(Sema *S, Override *o)
     return eval(S, o->value);
 }
 
+/* Warn once per source place about layers whose result reaches no output:
+ * usually a forgotten connection. (They stay in the graph, so parameter
+ * counts still match a PyTorch module that owns them.) */
+static void warn_unused(Sema *S)
+{
+    Graph *g = S->g;
+    if (S->diag->nerrors || g->noutputs == 0) return;
+    bool *live = calloc((size_t)g->ntensors + 1, 1);
+    if (!live) return;
+    for (int i = 0; i < g->noutputs; i++) live[g->outputs[i].tensor] = true;
+    for (int i = g->nnodes - 1; i >= 0; i--) {
+        const Node *n = &g->nodes[i];
+        if (!live[n->out]) continue;
+        for (int k = 0; k < n->nin; k++) live[n->in[k]] = true;
+    }
+    int shown = 0;
+    for (int i = 0; i < g->nnodes && shown < 5; i++) {
+        const Node *n = &g->nodes[i];
+        if (live[n->out]) continue;
+        bool dup = false;
+        for (int j = 0; j < i && !dup; j++)
+            dup = !live[g->nodes[j].out] && g->nodes[j].loc.file == n->loc.file && g->nodes[j].loc.line == n->loc.line &&
+                  g->nodes[j].loc.col == n->loc.col;
+        if (dup) continue;
+        diag_warning(S->diag, n->loc, "`%s` (%s) is computed but no output uses it", n->name, op_table[n->op].name);
+        shown++;
+    }
+    free(live);
+}
+
 Graph *expand_net(Program *p, Ast *net, const Protocol *pr, const ExpandShape *shape, Override *ov, int nov)
 {
     Sema S;
@@ -736,9 +784,10 @@ Graph *expand_net(Program *p, Ast *net, const Protocol *pr, const ExpandShape *s
     }
     names_finalize(&S, 0);
 
-    /* Every output is a segmentation head: its channels are the classes
-     * (or 1 channel for a sigmoid head of a 2-class problem). */
-    for (int i = 0; i < S.g->noutputs && pr->nclasses > 0; i++) {
+    /* The first output is the segmentation: its channels are the protocol's
+     * classes (or 1, a sigmoid head for 2 classes).  Further outputs
+     * (auxiliary heads, DCAN's contour head) may differ. */
+    for (int i = 0; i < S.g->noutputs && i < 1 && pr->nclasses > 0; i++) {
         const Tensor *t = &S.g->tensors[S.g->outputs[i].tensor];
         if (t->shape.rank < 2) continue;
         int64_t c = t->shape.d[1];
@@ -747,6 +796,7 @@ Graph *expand_net(Program *p, Ast *net, const Protocol *pr, const ExpandShape *s
                        S.g->outputs[i].name, (long long)c, pr->name, pr->nclasses);
         }
     }
+    warn_unused(&S);
     sema_release(&S);
     return S.g;
 }

@@ -39,8 +39,10 @@ const Ast *field_find(const Ast *decl, const char *key, const char *prefix, Over
 {
     char full[128];
     snprintf(full, sizeof full, "%s.%s", prefix, key);
-    for (int i = 0; i < nov; i++)
-        if (strcmp(ov[i].key, full) == 0) { ov[i].used = true; return ov[i].value; }
+    const Ast *found = NULL;
+    for (int i = 0; i < nov; i++)   /* the last -D of a key wins, as for net parameters */
+        if (strcmp(ov[i].key, full) == 0) { ov[i].used = true; found = ov[i].value; }
+    if (found) return found;
     for (int i = 0; i < decl->list.n; i++) {
         const Ast *f = decl->list.items[i];
         if (f && strcmp(f->str, key) == 0) return f;
@@ -112,7 +114,8 @@ int field_sizes(Sema *S, const Ast *f, int64_t *out)
 {
     Value v;
     if (!field_one(S, f, &v)) return -1;
-    if (v.kind == V_INT) v = (Value){ .kind = V_LIST, .n = 1, .items = &v, .loc = v.loc };
+    Value one = v;
+    if (v.kind == V_INT) v = (Value){ .kind = V_LIST, .n = 1, .items = &one, .loc = one.loc };
     if (v.kind != V_LIST || v.n < 1 || v.n > MAX_SPATIAL) {
         diag_error(S->diag, v.loc, "`%s` must be a size such as 256 x 256 or 128 x 128 x 64", f->str);
         return -1;

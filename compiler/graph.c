@@ -229,6 +229,10 @@ void graph_print_table(const Graph *g, FILE *out)
     fprintf(out, "\nlayers:      %d\n", g->nnodes);
     fprintf(out, "parameters:  %" PRId64 " trainable in %d tensors (%s); %" PRId64 " buffer values\n", trainable,
             ntrainable, human_bytes(4.0 * (double)trainable, b1, sizeof b1), all - trainable);
+    int64_t frozen = 0;
+    for (int i = 0; i < g->nparams; i++)
+        if (g->params[i].frozen) frozen += shape_numel(&g->tensors[g->params[i].tensor].shape);
+    if (frozen) fprintf(out, "frozen:      %" PRId64 " of them (freeze in the train block)\n", frozen);
     fprintf(out, "FLOPs:       %s per forward pass (multiply-add = 2)\n", human(graph_flops(g), b2, sizeof b2, "FLOP"));
     fprintf(out, "activations: %s if every tensor is kept (naive plan, float32)\n",
             human_bytes((double)graph_activation_bytes(g), b1, sizeof b1));
@@ -364,9 +368,9 @@ void graph_print_json(const Graph *g, FILE *out)
         const Param *p = &g->params[i];
         fprintf(out, "    {\"name\": ");
         json_str(out, p->name);
-        fprintf(out, ", \"tensor\": %d, \"trainable\": %s, \"init\": \"%s\", \"init_a\": %.17g, \"fan_in\": %" PRId64
+        fprintf(out, ", \"tensor\": %d, \"trainable\": %s, \"frozen\": %s, \"init\": \"%s\", \"init_a\": %.17g, \"fan_in\": %" PRId64
                 ", \"fan_out\": %" PRId64 ", \"node\": %d}%s\n",
-                p->tensor, p->trainable ? "true" : "false", init_kind_name(p->init.kind), p->init.a, p->init.fan_in,
+                p->tensor, p->trainable ? "true" : "false", p->frozen ? "true" : "false", init_kind_name(p->init.kind), p->init.a, p->init.fan_in,
                 p->init.fan_out, p->node, i + 1 < g->nparams ? "," : "");
     }
     fprintf(out, "  ],\n  \"nodes\": [\n");

@@ -137,7 +137,8 @@ typedef struct {
     char *name;             /* hierarchical: node name + "." + suffix */
     int tensor;
     InitRule init;
-    bool trainable;
+    bool trainable;         /* false for buffers (running statistics) */
+    bool frozen;            /* trainable, but held fixed by the train block's freeze */
     int node;
 } Param;
 

@@ -87,6 +87,8 @@ static int parse_options(const char *cmd, int argc, char **argv, Options *o, con
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(usage, stdout);
             return -1;
+        } else if (strcmp(a, "-o") == 0 && strcmp(cmd, "graph") != 0) {
+            return usage_error(cmd, "%s", "-o is an option of `netc graph`; check prints to the terminal");
         } else if (strcmp(a, "--protocol") == 0 || strcmp(a, "--net") == 0 || strcmp(a, "-o") == 0) {
             if (i + 1 >= argc) return usage_error(cmd, "%s needs a value", a);
             const char **dst = a[2] == 'p' ? &o->protocol : a[2] == 'n' ? &o->net : &o->out;
@@ -195,6 +197,29 @@ static int cmd_check_or_graph(const char *cmd, int argc, char **argv)
     return finish(p, &d, g, status);
 }
 
+/* "= 3", "required", "= same": an attribute's default as `netc ops` shows it. */
+static void attr_default(const AttrSpec *s, char *buf, size_t n)
+{
+    if (s->required) { snprintf(buf, n, "required"); return; }
+    switch (s->type) {
+    case AT_INT: snprintf(buf, n, "= %lld", (long long)s->def); break;
+    case AT_FLOAT: snprintf(buf, n, "= %g", s->def); break;
+    case AT_BOOL: snprintf(buf, n, "= %s", s->def != 0 ? "true" : "false"); break;
+    case AT_AXES:
+        if (s->def == 0 && strcmp(s->name, "stride") == 0) snprintf(buf, n, "= kernel");
+        else snprintf(buf, n, "= %lld", (long long)s->def);
+        break;
+    case AT_PADDING: snprintf(buf, n, "= %s", s->enum_values ? s->enum_values : "valid"); break;
+    case AT_ENUM: {
+        const char *p = s->enum_values;
+        for (int k = 0; k < (int)s->def && p; k++) { p = strchr(p, '|'); if (p) p++; }
+        snprintf(buf, n, "= %.*s", p ? (int)strcspn(p, "|") : 1, p ? p : "?");
+        break;
+    }
+    case AT_FLOATS: snprintf(buf, n, "= none"); break;
+    }
+}
+
 static int cmd_ops(int argc, char **argv)
 {
     if (argc > 0 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
@@ -209,11 +234,11 @@ static int cmd_ops(int argc, char **argv)
                op->max_inputs < 0 ? " or more" : op->max_inputs != op->min_inputs ? " or 2" : "");
         printf("   kind: %s\n", fusion_kind_name(op->kind));
         for (const AttrSpec *s = op->attrs; s && s->name; s++) {
-            printf("%-15s   %s%-14s", "", s->position >= 0 ? "" : "", s->name);
-            if (s->position >= 0) printf(" (positional %d)", s->position + 1);
-            if (s->required) printf(" required");
-            if (s->doc) printf("  %s", s->doc);
-            putchar('\n');
+            char def[64];
+            attr_default(s, def, sizeof def);
+            char pos[16] = "";
+            if (s->position >= 0) snprintf(pos, sizeof pos, "#%d", s->position + 1);
+            printf("%-15s   %-3s %-13s %-18s %s\n", "", pos, s->name, def, s->doc ? s->doc : "");
         }
     }
     return 0;

@@ -626,9 +626,12 @@ bool ops_shape_dropout(const ShapeCtx *cx, OpAttrs *at, const Shape *in, int nin
 
 /* ---- losses ------------------------------------------------------------------ */
 
-/* logits (N, C, S...) and labels (N, 1, S'...) with S' = S or an integer
- * multiple of it on each axis (deep supervision: labels are downsampled at
- * run time).  The output is a scalar. */
+/* logits (N, C, S...) and labels (N, 1, S'...) with S' >= S on each axis:
+ * S' = S is the plain case; an integer multiple means the labels are
+ * downsampled to the output at run time (deep supervision heads); any other
+ * larger size means the output covers the centre of the patch (valid,
+ * unpadded convolutions) and the labels are centre-cropped to it.  The output
+ * is a scalar. */
 static bool loss_shape(const ShapeCtx *cx, OpKind k, const Shape *in, int nin, Shape *out)
 {
     Rule r;
@@ -644,10 +647,10 @@ static bool loss_shape(const ShapeCtx *cx, OpKind k, const Shape *in, int nin, S
     if (lb->d[1] != 1)
         return fail(&r, "%s: labels must have 1 channel (class indices), got %" PRId64, r.op, lb->d[1]);
     for (int i = 0; i < r.sr; i++) {
-        if (lb->d[2 + i] % lg->d[2 + i] == 0) continue;
+        if (lb->d[2 + i] >= lg->d[2 + i]) continue;
         char sa[128], sb[128];
-        return fail(&r, "%s: labels %s do not match logits %s: on axis %s, %" PRId64
-                    " is neither %" PRId64 " nor a multiple of it", r.op,
+        return fail(&r, "%s: labels %s are smaller than logits %s: on axis %s, %" PRId64
+                    " < %" PRId64 "; the net's output cannot be larger than its training patch", r.op,
                     shape_format(sa, sizeof sa, lb, true), shape_format(sb, sizeof sb, lg, true),
                     axis_name(r.sr, i), lb->d[2 + i], lg->d[2 + i]);
     }

@@ -29,7 +29,7 @@ int lex_ends_statement(int token)
 {
     switch (token) {
     case IDENT: case INT: case FLOAT: case STRING: case DIMS:
-    case TRUE: case FALSE: case ')': case ']': case '}': case '*': case BADCHAR:
+    case TRUE: case FALSE: case ')': case ']': case '}': case DOTSTAR: case BADCHAR:
         return 1;
     default:
         return 0;

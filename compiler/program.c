@@ -6,7 +6,7 @@
  * share one namespace; a second declaration of a name is an error pointing
  * at both.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700   /* realpath */
 #include "sema.h"
 
 #include <errno.h>
@@ -57,11 +57,29 @@ Ast *program_find(const DeclTable *t, const char *name)
     return NULL;
 }
 
+/* Files are identified by their canonical path, so lib/../main.net and
+ * main.net are one file and an import cycle through `..` ends at once. */
+static void remember(Program *p, const char *path)
+{
+    char *canon = realpath(path, NULL);
+    if (!canon) canon = strdup(path);
+    if (p->nloaded == p->caploaded) {
+        p->caploaded = p->caploaded ? 2 * p->caploaded : 8;
+        char **q = realloc(p->loaded, (size_t)p->caploaded * sizeof *q);
+        if (!q) { fputs("netc: out of memory\n", stderr); exit(70); }
+        p->loaded = q;
+    }
+    p->loaded[p->nloaded++] = canon;
+}
+
 static bool already_loaded(Program *p, const char *path)
 {
-    for (int i = 0; i < p->diag->nfiles; i++)
-        if (strcmp(p->diag->files[i].path, path) == 0) return true;
-    return false;
+    char *canon = realpath(path, NULL);
+    if (!canon) return false;   /* missing: loading it reports the error */
+    bool hit = false;
+    for (int i = 0; i < p->nloaded && !hit; i++) hit = strcmp(p->loaded[i], canon) == 0;
+    free(canon);
+    return hit;
 }
 
 static char *join_dir(const char *importer, const char *rel)
@@ -107,6 +125,7 @@ static void load_import(Program *p, Ast *imp, int depth)
         return;
     }
     int f = diag_load_file(p->diag, path);
+    if (f >= 0) remember(p, path);
     if (f < 0) {
         diag_error(p->diag, imp->loc, "cannot import \"%s\": %s (looked for %s)", imp->str, diag_load_strerror(errno), path);
         free(path);
@@ -163,6 +182,7 @@ Program *program_load(Diag *d, const char *path)
     if (f < 0) return NULL;
     Program *p = program_new(d);
     p->main_file = f;
+    remember(p, path);
     index_file(p, f, 0);
     return p;
 }
@@ -172,6 +192,7 @@ Program *program_from_text(Diag *d, const char *name, const char *text, size_t l
     int f = diag_add_source(d, name, text, len);
     Program *p = program_new(d);
     p->main_file = f;
+    remember(p, name);
     index_file(p, f, 0);
     return p;
 }
@@ -180,6 +201,8 @@ void program_free(Program *p)
 {
     if (!p) return;
     ast_arena_free(&p->arena);
+    for (int i = 0; i < p->nloaded; i++) free(p->loaded[i]);
+    free(p->loaded);
     free(p->files);
     free(p->blocks.items);
     free(p->nets.items);

@@ -35,6 +35,7 @@ typedef struct Program {
     Ast **files; int nfiles, capfiles;     /* parsed D_FILE roots, main file first */
     DeclTable blocks, nets, protocols, trains;
     int main_file;                          /* Diag file index of the main file */
+    char **loaded; int nloaded, caploaded;  /* canonical paths of the files read */
 } Program;
 
 /* Parse `path` and, recursively, its imports (relative to the importing
@@ -134,6 +135,7 @@ typedef struct TrainSpec {
     TrainCall *schedule; int nschedule;
     TrainCall *augment; int naugment;
     char **freeze; int nfreeze;      /* parameter name patterns */
+    SrcLoc *freeze_loc;
     char *init_weights;
     TrainCall sampling;              /* random | foreground(p) | balanced */
     int64_t batch, epochs, iterations, val_iterations, seed;

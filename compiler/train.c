@@ -23,7 +23,7 @@ typedef struct { const char *name; ParamKind kind; double def; } FnParam;
 typedef struct { const char *name; double lo, hi; FnParam p[8]; } FnSpec; /* lo, hi: default range */
 
 static const FnSpec optimizers[] = {
-    { "sgd", 0, 0, { { "lr", P_POS, 0.01 }, { "momentum", P_PROB, 0.99 }, { "nesterov", P_FLAG, 0 },
+    { "sgd", 0, 0, { { "lr", P_POS, 0.01 }, { "momentum", P_PROB, 0.99 }, { "nesterov", P_FLAG, 1 },
                { "weight_decay", P_NUM, 3e-5 } } },
     { "adam", 0, 0, { { "lr", P_POS, 1e-3 }, { "beta1", P_PROB, 0.9 }, { "beta2", P_PROB, 0.999 },
                 { "eps", P_POS, 1e-8 }, { "weight_decay", P_NUM, 0 } } },
@@ -62,6 +62,29 @@ static const FnSpec samplings[] = {
     { "balanced", 0, 0, { { 0 } } },
     { NULL, 0, 0, { { 0 } } }
 };
+
+static bool read_call(Sema *S, const Value *v, const FnSpec *table, const char *what, int rank, TrainCall *c);
+
+/* nnU-Net's augmentation pipeline, used when a recipe has no `augment`:
+ * rotation (3D +-30 deg, 2D +-180), scaling, noise, blur, brightness,
+ * contrast, simulated low resolution, inverted gamma, gamma, mirroring. */
+static TrainCall *default_augment(Sema *S, int rank, int *n)
+{
+    static const char *names[] = { "rotate", "scale", "noise", "blur", "brightness", "contrast",
+                                   "lowres", "gamma", "gamma", "mirror" };
+    int count = (int)(sizeof names / sizeof names[0]);
+    TrainCall *calls = calloc((size_t)count, sizeof *calls);
+    if (!calls) { fputs("netc: out of memory\n", stderr); exit(70); }
+    for (int i = 0; i < count; i++) {
+        Value v = { .kind = V_SYM, .s = names[i], .loc = NO_LOC };
+        read_call(S, &v, augmentations, "augmentation", rank, &calls[i]);
+    }
+    if (rank == 2) { calls[0].lo = -180; calls[0].hi = 180; }
+    calls[7].num[1] = 0.1;    /* inverted gamma, p = 0.1 */
+    calls[7].num[2] = 1;
+    *n = count;
+    return calls;
+}
 
 static const char *const known_fields[] = {
     "loss", "optimizer", "schedule", "batch", "patch", "sampling", "foreground", "augment",
@@ -234,6 +257,19 @@ static bool read_call(Sema *S, const Value *v, const FnSpec *table, const char *
     return ok;
 }
 
+/* Two calls of the same name are the same entry unless a flag differs:
+ * gamma(...) and gamma(..., invert) are both nnU-Net augmentations. */
+static bool same_variant(const FnSpec *table, const TrainCall *a, const TrainCall *b)
+{
+    if (strcmp(a->name, b->name) != 0) return false;
+    for (const FnSpec *f = table; f->name; f++) {
+        if (strcmp(f->name, a->name) != 0) continue;
+        for (int k = 0; k < 8 && f->p[k].kind != P_END; k++)
+            if (f->p[k].kind == P_FLAG && a->num[k] != b->num[k]) return false;
+    }
+    return true;
+}
+
 static TrainCall *read_calls(Sema *S, const Ast *f, const FnSpec *table, const char *what, int rank, int *n)
 {
     TrainCall *calls = calloc((size_t)(f->list.n ? f->list.n : 1), sizeof *calls);
@@ -244,7 +280,7 @@ static TrainCall *read_calls(Sema *S, const Ast *f, const FnSpec *table, const c
         if (v.kind == V_ERROR) continue;
         if (read_call(S, &v, table, what, rank, &calls[*n])) {
             for (int j = 0; j < *n; j++)
-                if (strcmp(calls[j].name, calls[*n].name) == 0) {
+                if (same_variant(table, &calls[j], &calls[*n])) {
                     diag_error(S->diag, v.loc, "%s `%s` is listed twice", what, calls[*n].name);
                     break;
                 }
@@ -277,7 +313,6 @@ TrainSpec *train_resolve(Program *p, Ast *decl, const Protocol *pr, Override *ov
     memcpy(t->patch, pr->patch, sizeof t->patch);
     Value sgd = { .kind = V_SYM, .s = "sgd", .loc = decl->loc };
     read_call(&S, &sgd, optimizers, "optimizer", pr->rank, &t->optimizer);
-    t->optimizer.num[2] = 1;   /* nnU-Net: Nesterov */
     fields_check_known(&S, decl, known_fields, "train");
 
     const Ast *f;
@@ -295,8 +330,16 @@ TrainSpec *train_resolve(Program *p, Ast *decl, const Protocol *pr, Override *ov
     }
     if ((f = field_find(decl, "schedule", "train", ov, nov)))
         t->schedule = read_calls(&S, f, schedules, "schedule", pr->rank, &t->nschedule);
+    else {   /* nnU-Net: poly(0.9) */
+        t->schedule = calloc(1, sizeof *t->schedule);
+        Value poly = { .kind = V_SYM, .s = "poly", .loc = decl->loc };
+        read_call(&S, &poly, schedules, "schedule", pr->rank, &t->schedule[0]);
+        t->nschedule = 1;
+    }
     if ((f = field_find(decl, "augment", "train", ov, nov)))
         t->augment = read_calls(&S, f, augmentations, "augmentation", pr->rank, &t->naugment);
+    else
+        t->augment = default_augment(&S, pr->rank, &t->naugment);
     Value fg = { .kind = V_SYM, .s = "foreground", .loc = decl->loc };
     read_call(&S, &fg, samplings, "sampling", pr->rank, &t->sampling);
     if ((f = field_find(decl, "foreground", "train", ov, nov))) {
@@ -323,6 +366,7 @@ TrainSpec *train_resolve(Program *p, Ast *decl, const Protocol *pr, Override *ov
     }
     if ((f = field_find(decl, "freeze", "train", ov, nov))) {
         t->freeze = calloc((size_t)f->list.n + 1, sizeof(char *));
+        t->freeze_loc = calloc((size_t)f->list.n + 1, sizeof(SrcLoc));
         for (int i = 0; i < f->list.n; i++) {
             Value v = eval_field(&S, f->list.items[i]);
             if (v.kind == V_ERROR) continue;
@@ -330,6 +374,7 @@ TrainSpec *train_resolve(Program *p, Ast *decl, const Protocol *pr, Override *ov
                 diag_error(S.diag, v.loc, "`freeze` lists parameter names or patterns, such as enc.0 or enc.*");
                 continue;
             }
+            t->freeze_loc[t->nfreeze] = v.loc;
             t->freeze[t->nfreeze++] = strdup(v.s);
         }
     }
@@ -360,6 +405,7 @@ void train_free(TrainSpec *t)
     free(t->augment);
     for (int i = 0; i < t->nfreeze; i++) free(t->freeze[i]);
     free(t->freeze);
+    free(t->freeze_loc);
     free(t->init_weights);
     free(t);
 }
@@ -368,7 +414,23 @@ bool train_add_losses(Program *p, Graph *g, const TrainSpec *t, const Protocol *
 {
     if (!t->loss) return false;
     ExpandShape sh = { .batch = t->batch, .size = t->patch };
-    return expand_loss(p, g, pr, &sh, t->loss);
+    bool ok = expand_loss(p, g, pr, &sh, t->loss);
+    /* Freeze: mark matching parameters; a pattern that matches nothing is
+     * almost certainly a typo and would silently train everything. */
+    for (int k = 0; k < t->nfreeze; k++) {
+        int hits = 0;
+        for (int i = 0; i < g->nparams; i++)
+            if (g->params[i].trainable && name_matches(t->freeze[k], g->params[i].name)) {
+                g->params[i].frozen = true;
+                hits++;
+            }
+        if (!hits) {
+            diag_error(p->diag, t->freeze_loc[k], "freeze pattern `%s` matches no parameter of %s (names look like %s)",
+                       t->freeze[k], g->net_name, g->nparams ? g->params[0].name : "enc.0.conv.weight");
+            ok = false;
+        }
+    }
+    return ok;
 }
 
 /* A pattern matches a parameter when it matches the whole name or a prefix

@@ -137,6 +137,7 @@ static Ast *dims(LexState *ls, char *text, SrcLoc loc)
 %token <fval> FLOAT "number"
 %token NL "newline"
 %token BADCHAR "invalid character"
+%token DOTSTAR ".*"
 %token ARROW "->" DOTDOT ".." SHL "<<" SHR ">>" EQ "==" NE "!=" LE "<=" GE ">="
 %token IMPORT "import" BLOCK "block" NET "net" PROTOCOL "protocol" TRAIN "train"
 %token ON "on" INPUT "input" OUTPUT "output" FOR "for" IN "in" IF "if" ELSE "else"
@@ -300,7 +301,7 @@ postfix
                                         }
     | postfix '.' IDENT                 { $$ = mk(LS, A_MEMBER, span(LS, @1, @3)); $$->a = $1; $$->str = $3; $$ = fin(LS, $$); }
     | postfix '.' INT                   { $$ = mk(LS, A_MEMBER, span(LS, @1, @3)); $$->a = $1; char b[32]; snprintf(b, sizeof b, "%lld", (long long)$3); $$->str = strdup(b); $$ = fin(LS, $$); }
-    | postfix '.' '*'                   { $$ = mk(LS, A_MEMBER, span(LS, @1, @3)); $$->a = $1; $$->str = strdup("*"); $$ = fin(LS, $$); }
+    | postfix DOTSTAR                   { $$ = mk(LS, A_MEMBER, span(LS, @1, @2)); $$->a = $1; $$->str = strdup("*"); $$ = fin(LS, $$); }
     ;
 
 primary
@@ -311,7 +312,6 @@ primary
     | TRUE                              { $$ = mk(LS, A_INT, L(LS, @1)); $$->ival = 1; $$->op = 1; /* op=1 marks a bool */ }
     | FALSE                             { $$ = mk(LS, A_INT, L(LS, @1)); $$->ival = 0; $$->op = 1; }
     | IDENT                             { $$ = mk(LS, A_IDENT, L(LS, @1)); $$->str = $1; }
-    | '*'                               { $$ = mk(LS, A_IDENT, L(LS, @1)); $$->str = strdup("*"); }
     | BADCHAR                           { $$ = mk(LS, A_ERROR, L(LS, @1)); }
     | '(' expr ')'                      { $$ = $2; }
     | '(' expr ',' expr_list ')'        {
