@@ -85,14 +85,41 @@ void frame_pop(Sema *S)
     if (!f) return;
     S->env = f->parent;
     free(f->vars);
+    free(f->slots);
     free(f);
+}
+
+static unsigned name_hash(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* Frames are hashed so that loops binding thousands of indexed names
+ * (a[0], a[1], ...) stay linear. */
+static int frame_find(const Frame *f, const char *name)
+{
+    if (!f->nslots) return -1;
+    for (unsigned i = name_hash(name) & (unsigned)(f->nslots - 1);; i = (i + 1) & (unsigned)(f->nslots - 1)) {
+        int k = f->slots[i];
+        if (!k) return -1;
+        if (strcmp(f->vars[k - 1].name, name) == 0) return k - 1;
+    }
+}
+
+static void frame_index(Frame *f, int k)
+{
+    unsigned i = name_hash(f->vars[k].name) & (unsigned)(f->nslots - 1);
+    while (f->slots[i]) i = (i + 1) & (unsigned)(f->nslots - 1);
+    f->slots[i] = k + 1;
 }
 
 Binding *env_lookup(Sema *S, const char *name)
 {
     for (Frame *f = S->env; f; f = f->parent) {
-        for (int i = f->n - 1; i >= 0; i--)
-            if (strcmp(f->vars[i].name, name) == 0) return &f->vars[i];
+        int k = frame_find(f, name);
+        if (k >= 0) return &f->vars[k];
         if (f->function) break;
     }
     return NULL;
@@ -106,10 +133,25 @@ static void frame_add(Sema *S, Frame *f, const char *name, Value v, bool loop_va
         if (!b) { fputs("netc: out of memory\n", stderr); exit(70); }
         f->vars = b;
     }
+    int old = frame_find(f, name);
+    if (old >= 0) {   /* redefinition in the same frame: replace */
+        f->vars[old].value = v;
+        f->vars[old].loop_var = loop_var;
+        return;
+    }
     f->vars[f->n].name = sema_strdup(S, name);
     f->vars[f->n].value = v;
     f->vars[f->n].loop_var = loop_var;
     f->n++;
+    if (2 * f->n > f->nslots) {
+        free(f->slots);
+        f->nslots = f->nslots ? 2 * f->nslots : 32;
+        while (2 * f->n > f->nslots) f->nslots *= 2;
+        f->slots = calloc((size_t)f->nslots, sizeof *f->slots);
+        if (!f->slots) { fputs("netc: out of memory\n", stderr); exit(70); }
+        for (int k = 0; k < f->n; k++) frame_index(f, k);
+    } else
+        frame_index(f, f->n - 1);
 }
 
 void env_define(Sema *S, const char *name, Value v, bool loop_var)
@@ -176,7 +218,7 @@ void sema_unknown_name(Sema *S, const char *name, SrcLoc loc)
     Suggest sg;
     suggest_init(&sg, name);
     for (Frame *f = S->env; f; f = f->parent) {
-        for (int i = 0; i < f->n; i++) {
+        for (int i = 0; i < f->n && i < 2000; i++) {   /* enough for any real net */
             const char *vn = f->vars[i].name;
             char base[256];
             const char *br = strchr(vn, '[');

@@ -573,22 +573,26 @@ static void exec_for(Sema *S, const Ast *s, Body *b)
         int64_t step = hi >= lo ? 1 : -1;
         for (int64_t i = lo;; i += step) {
             if (!sema_step(S, s->loc)) return;
+            int errors = S->diag->nerrors;
             frame_push(S, false);
             env_define(S, s->str, value_int(i, s->loc), true);
             exec_stmts(S, &s->list, b);
             frame_pop(S);
-            if (i == hi || S->limit_hit) break;
+            /* an iteration with errors is not repeated: the next ones would
+             * report the same mistakes */
+            if (i == hi || S->limit_hit || S->diag->nerrors != errors) break;
         }
         return;
     }
     if (r.kind == V_LIST || r.kind == V_TUPLE) {
         for (int i = 0; i < r.n; i++) {
             if (!sema_step(S, s->loc)) return;
+            int errors = S->diag->nerrors;
             frame_push(S, false);
             env_define(S, s->str, r.items[i], true);
             exec_stmts(S, &s->list, b);
             frame_pop(S);
-            if (S->limit_hit) break;
+            if (S->limit_hit || S->diag->nerrors != errors) break;
         }
         return;
     }

@@ -63,6 +63,7 @@ typedef struct Frame {
     struct Frame *parent;
     bool function;
     Binding *vars; int n, cap;
+    int *slots; int nslots;     /* hash index: vars position + 1, 0 = empty */
 } Frame;
 
 /* Naming tree (see "Naming" in expand.c). */
