@@ -85,9 +85,8 @@ static bool set_padding(Sema *S, const char *op, const AttrSpec *sp, const Value
         suggest_init(&sg, v->s);
         suggest_offer(&sg, "same");
         suggest_offer(&sg, "valid");
-        const char *best = suggest_result(&sg);
-        diag_error(S->diag, v->loc, "%s: `%s` must be same, valid, a number, or per-axis amounts, not `%s`%s%s%s",
-                   op, sp->name, v->s, best ? "; did you mean `" : "", best ? best : "", best ? "`?" : "");
+        diag_error(S->diag, v->loc, "%s: `%s` must be same, valid, a number, or per-axis amounts, not `%s`%s",
+                   op, sp->name, v->s, suggest_hint(&sg));
         return false;
     }
     p->mode = PAD_EXPLICIT;

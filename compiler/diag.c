@@ -222,6 +222,17 @@ void diag_note(Diag *d, SrcLoc loc, const char *fmt, ...)
 
 /* Optimal string alignment distance: insertions, deletions, substitutions
  * and swaps of neighbours (bsae -> base) each cost 1. */
+const char *suggest_hint(const Suggest *s)
+{
+    static char bufs[4][160];
+    static int next;
+    char *b = bufs[next++ & 3];
+    const char *best = suggest_result(s);
+    if (best) snprintf(b, sizeof bufs[0], "; did you mean `%.120s`?", best);
+    else b[0] = 0;
+    return b;
+}
+
 int edit_distance(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);

@@ -76,6 +76,8 @@ typedef struct {
 void suggest_init(Suggest *s, const char *word);
 void suggest_offer(Suggest *s, const char *candidate);
 const char *suggest_result(const Suggest *s);
+/* "; did you mean `best`?" or "" — to end a message with (4 rotating buffers). */
+const char *suggest_hint(const Suggest *s);
 int edit_distance(const char *a, const char *b);
 
 #endif

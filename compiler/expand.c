@@ -393,9 +393,7 @@ static Value apply_block(Sema *S, Layer *l, const int *ts, int nt, SrcLoc loc)
                 Suggest sg;
                 suggest_init(&sg, a->name);
                 for (int k = 0; k < np; k++) suggest_offer(&sg, blk->list2.items[k]->str);
-                const char *best = suggest_result(&sg);
-                diag_error(S->diag, a->loc, "block %s has no parameter `%s`%s%s%s", blk->str, a->name,
-                           best ? "; did you mean `" : "", best ? best : "", best ? "`?" : "");
+                diag_error(S->diag, a->loc, "block %s has no parameter `%s`%s", blk->str, a->name, suggest_hint(&sg));
                 ok = false;
                 continue;
             }
@@ -671,11 +669,9 @@ static bool create_inputs(Sema *S, Ast *net)
                 Suggest sg;
                 suggest_init(&sg, names[i]->str);
                 for (int c = 0; c < pr->nchannels; c++) suggest_offer(&sg, pr->channels[c]);
-                const char *best = suggest_result(&sg);
                 diag_error(S->diag, names[i]->loc,
-                           "net %s has %d inputs, so each must be named after a channel of protocol %s; `%s` is not one%s%s%s",
-                           net->str, n, pr->name, names[i]->str, best ? " (did you mean `" : "", best ? best : "",
-                           best ? "`?)" : "");
+                           "net %s has %d inputs, so each must be named after a channel of protocol %s; `%s` is not one%s",
+                           net->str, n, pr->name, names[i]->str, suggest_hint(&sg));
                 return false;
             }
             channels = 1;
@@ -774,9 +770,8 @@ Graph *expand_net(Program *p, Ast *net, const Protocol *pr, const ExpandShape *s
         Suggest sg;
         suggest_init(&sg, ov[k].key);
         for (int i = 0; i < net->list2.n; i++) suggest_offer(&sg, net->list2.items[i]->str);
-        const char *best = suggest_result(&sg);
-        diag_error(p->diag, NO_LOC, "-D %s: net %s has no parameter `%s`%s%s%s", ov[k].key, net->str, ov[k].key,
-                   best ? "; did you mean `" : "", best ? best : "", best ? "`?" : "");
+        diag_error(p->diag, NO_LOC, "-D %s: net %s has no parameter `%s`%s", ov[k].key, net->str, ov[k].key,
+                   suggest_hint(&sg));
         ov[k].used = true;
     }
 

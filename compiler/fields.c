@@ -59,9 +59,7 @@ void fields_check_overrides(Sema *S, const char *prefix, const char *const *know
         Suggest sg;
         suggest_init(&sg, k);
         for (const char *const *q = known; *q; q++) suggest_offer(&sg, *q);
-        const char *best = suggest_result(&sg);
-        diag_error(S->diag, NO_LOC, "-D %s: there is no %s field `%s`%s%s%s", ov[i].key, prefix, k,
-                   best ? "; did you mean `" : "", best ? best : "", best ? "`?" : "");
+        diag_error(S->diag, NO_LOC, "-D %s: there is no %s field `%s`%s", ov[i].key, prefix, k, suggest_hint(&sg));
         ov[i].used = true;
     }
 }

@@ -265,8 +265,6 @@ int main(int argc, char **argv)
     Suggest sg;
     suggest_init(&sg, cmd);
     for (int i = 0; i < 3; i++) suggest_offer(&sg, cmds[i]);
-    const char *best = suggest_result(&sg);
-    fprintf(stderr, "netc: unknown command `%s`%s%s%s\n(run `netc --help` for the commands)\n", cmd,
-            best ? "; did you mean `" : "", best ? best : "", best ? "`?" : "");
+    fprintf(stderr, "netc: unknown command `%s`%s\n(run `netc --help` for the commands)\n", cmd, suggest_hint(&sg));
     return 2;
 }

@@ -128,9 +128,7 @@ static bool read_norm(Sema *S, const Ast *f, Normalization *nm)
     suggest_init(&sg, name);
     const char *opts[] = { "zscore", "ct", "clip", "percentiles", "rescale", "none" };
     for (int i = 0; i < 6; i++) suggest_offer(&sg, opts[i]);
-    const char *best = suggest_result(&sg);
-    diag_error(S->diag, v.loc, "unknown normalization `%s`%s%s%s", name, best ? "; did you mean `" : "",
-               best ? best : "", best ? "`?" : "");
+    diag_error(S->diag, v.loc, "unknown normalization `%s`%s", name, suggest_hint(&sg));
     return false;
 }
 
@@ -160,9 +158,7 @@ Protocol *protocol_resolve(Program *p, Ast *decl, Override *ov, int nov)
                 suggest_offer(&sg, modality_names[i]);
             }
             if (m < 0) {
-                const char *best = suggest_result(&sg);
-                diag_error(S.diag, v.loc, "unknown modality%s%s%s; use mri, ct, pet, us, xray or other",
-                           best ? " (did you mean `" : "", best ? best : "", best ? "`?)" : "");
+                diag_error(S.diag, v.loc, "unknown modality; use mri, ct, pet, us, xray or other%s", suggest_hint(&sg));
             } else
                 pr->modality = (Modality)m;
         }

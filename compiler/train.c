@@ -215,9 +215,7 @@ static bool read_call(Sema *S, const Value *v, const FnSpec *table, const char *
                 Suggest sg;
                 suggest_init(&sg, a->name);
                 for (int j = 0; j < np; j++) suggest_offer(&sg, fs->p[j].name);
-                const char *best = suggest_result(&sg);
-                diag_error(S->diag, a->loc, "%s has no parameter `%s`%s%s%s", fs->name, a->name,
-                           best ? "; did you mean `" : "", best ? best : "", best ? "`?" : "");
+                diag_error(S->diag, a->loc, "%s has no parameter `%s`%s", fs->name, a->name, suggest_hint(&sg));
                 ok = false;
                 continue;
             }
