@@ -35,7 +35,7 @@
  *   D_BLOCK      name           -                    body / params
  *   D_NET        name           -                    body / params
  *   D_PROTOCOL   name           -                    fields
- *   D_TRAIN      net (str2: protocol)                fields
+ *   D_TRAIN      net (str2: protocol)  a: protocol's place   fields
  *   D_FIELD      key            -                    values
  *   D_FILE       path           -                    decls
  */

@@ -94,6 +94,10 @@ static bool set_padding(Sema *S, const char *op, const AttrSpec *sp, const Value
         for (int i = 0; i < rank; i++) p->lo[i] = p->hi[i] = v->i;
         return true;
     }
+    if (v->kind == V_FLOAT) {
+        diag_error(S->diag, v->loc, "%s: `%s` is a whole number of voxels, not %g", op, sp->name, v->f);
+        return false;
+    }
     if (v->kind != V_LIST) {
         diag_error(S->diag, v->loc, "%s: `%s` must be same, valid, a number, or per-axis amounts, not %s",
                    op, sp->name, value_kind_name(v->kind));
@@ -123,10 +127,22 @@ static bool set_padding(Sema *S, const char *op, const AttrSpec *sp, const Value
     return true;
 }
 
+/* "nearest|linear" -> "nearest, linear" for messages */
+static const char *enum_list(Sema *S, const char *vals)
+{
+    char *out = sema_alloc(S, 2 * strlen(vals) + 1), *q = out;
+    for (const char *p = vals; *p; p++) {
+        if (*p == '|') { *q++ = ','; *q++ = ' '; }
+        else *q++ = *p;
+    }
+    *q = 0;
+    return out;
+}
+
 static bool set_enum(Sema *S, const char *op, const AttrSpec *sp, const Value *v, int *dst)
 {
     if (v->kind != V_SYM && v->kind != V_STR) {
-        diag_error(S->diag, v->loc, "%s: `%s` must be one of %s, not %s", op, sp->name, sp->enum_values,
+        diag_error(S->diag, v->loc, "%s: `%s` must be one of %s, not %s", op, sp->name, enum_list(S, sp->enum_values),
                    value_kind_name(v->kind));
         return false;
     }
@@ -149,7 +165,7 @@ static bool set_enum(Sema *S, const char *op, const AttrSpec *sp, const Value *v
     if (best)
         diag_error(S->diag, v->loc, "%s: unknown %s `%s`; did you mean `%s`?", op, sp->name, v->s, best);
     else
-        diag_error(S->diag, v->loc, "%s: `%s` must be one of %s, not `%s`", op, sp->name, vals, v->s);
+        diag_error(S->diag, v->loc, "%s: `%s` must be one of %s, not `%s`", op, sp->name, enum_list(S, vals), v->s);
     return false;
 }
 

@@ -125,15 +125,22 @@ static void print_excerpt(Diag *d, SrcLoc loc)
     size_t end = start;
     while (end < f->len && f->text[end] != '\n') end++;
     if (end > start && f->text[end - 1] == '\r') end--;
-    size_t shown = end - start;
-    if (shown > 300) shown = 300;        /* absurd lines: show the start only */
-    fprintf(d->out, "%5d | ", loc.line);
+    int col = loc.col < 1 ? 1 : loc.col;
+    /* Long lines: show a window of about 160 characters around the column,
+     * with "..." where text was left out, and move the caret with it. */
+    size_t skip = 0;
+    if ((size_t)col > 120 && end - start > 160) skip = (size_t)col - 80;
+    if (skip > end - start) skip = end - start;
+    size_t shown = end - start - skip;
+    if (shown > 160) shown = 160;
+    fprintf(d->out, "%5d | %s", loc.line, skip ? "..." : "");
     for (size_t i = 0; i < shown; i++) {
-        unsigned char c = (unsigned char)f->text[start + i];
+        unsigned char c = (unsigned char)f->text[start + skip + i];
         fputc((c < 32 && c != '\t') || c == 127 ? '?' : c, d->out);
     }
+    if (start + skip + shown < end) fputs("...", d->out);
     fputs("\n      | ", d->out);
-    int col = loc.col < 1 ? 1 : loc.col;
+    if (skip) { fputs("   ", d->out); start += skip; col -= (int)skip; if (loc.end_col > 0) loc.end_col -= (int)skip; }
     for (int i = 1; i < col && (size_t)(i - 1) < shown; i++)
         fputc(f->text[start + i - 1] == '\t' ? '\t' : ' ', d->out);
     fputc('^', d->out);
@@ -181,6 +188,7 @@ static bool already_seen(Diag *d, SrcLoc loc, const char *fmt, va_list ap)
 
 void diag_verror(Diag *d, SrcLoc loc, const char *fmt, va_list ap)
 {
+    d->nraised++;
     if (d->nerrors <= DIAG_MAX_ERRORS && already_seen(d, loc, fmt, ap)) return;
     d->nerrors++;
     if (d->nerrors > DIAG_MAX_ERRORS) {

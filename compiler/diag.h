@@ -41,6 +41,8 @@ typedef struct Diag {
     SourceFile *files;
     int nfiles, capfiles;
     int nerrors, nwarnings;
+    int nraised;         /* every error raised, including repeats not shown again:
+                            "did an error happen in this step?" compares this */
     FILE *out;           /* where messages go (stderr by default; tests capture) */
     unsigned long long *seen; int nseen, capseen;   /* errors already shown */
     bool color;

@@ -34,6 +34,7 @@ static bool parse_overrides(Program *p, CompileOptions *o)
 
 static void list_names(Diag *d, const DeclTable *t, const char *what, const char *hint)
 {
+    if (t->n == 0 && d->nerrors) return;   /* lost to an error already reported */
     char buf[512] = "";
     for (int i = 0; i < t->n; i++) {
         size_t l = strlen(buf);
@@ -55,7 +56,11 @@ static bool choose(Program *p, const CompileOptions *o, Ast **net, Ast **proto)
             for (int i = 0; i < p->protocols.n; i++) suggest_offer(&sg, p->protocols.items[i].name);
             const char *best = suggest_result(&sg);
             if (best) diag_error(d, NO_LOC, "no protocol `%s`; did you mean `%s`?", o->protocol, best);
-            else list_names(d, &p->protocols, "no such protocol", "--protocol");
+            else {
+                char what[300];
+                snprintf(what, sizeof what, "no protocol `%.200s`", o->protocol);
+                list_names(d, &p->protocols, what, "--protocol");
+            }
             return false;
         }
     }
@@ -67,7 +72,11 @@ static bool choose(Program *p, const CompileOptions *o, Ast **net, Ast **proto)
             for (int i = 0; i < p->nets.n; i++) suggest_offer(&sg, p->nets.items[i].name);
             const char *best = suggest_result(&sg);
             if (best) diag_error(d, NO_LOC, "no net `%s`; did you mean `%s`?", o->net, best);
-            else list_names(d, &p->nets, "no such net", "--net");
+            else {
+                char what[300];
+                snprintf(what, sizeof what, "no net `%.200s`", o->net);
+                list_names(d, &p->nets, what, "--net");
+            }
             return false;
         }
     }
@@ -122,9 +131,17 @@ Graph *netc_compile(Program *p, CompileOptions *o)
     /* train blocks must name a net and protocol that exist */
     for (int i = 0; i < p->trains.n; i++) {
         Ast *t = p->trains.items[i].decl;
-        if (!program_find(&p->nets, t->str)) diag_error(p->diag, t->loc, "train block for unknown net `%s`", t->str);
-        else if (!program_find(&p->protocols, t->str2))
-            diag_error(p->diag, t->loc, "train block for unknown protocol `%s`", t->str2);
+        Suggest sg;
+        if (!program_find(&p->nets, t->str)) {
+            suggest_init(&sg, t->str);
+            for (int k = 0; k < p->nets.n; k++) suggest_offer(&sg, p->nets.items[k].name);
+            diag_error(p->diag, t->loc, "train block for unknown net `%s`%s", t->str, suggest_hint(&sg));
+        } else if (!program_find(&p->protocols, t->str2)) {
+            suggest_init(&sg, t->str2);
+            for (int k = 0; k < p->protocols.n; k++) suggest_offer(&sg, p->protocols.items[k].name);
+            diag_error(p->diag, t->a ? t->a->loc : t->loc, "train block for unknown protocol `%s`%s", t->str2,
+                       suggest_hint(&sg));
+        }
     }
     if (!choose(p, o, &net, &proto)) return NULL;
     Protocol *pr = protocol_resolve(p, proto, o->ov, o->nov);
@@ -142,15 +159,16 @@ Graph *netc_compile(Program *p, CompileOptions *o)
     }
     ExpandShape inf = { .batch = pr->batch, .size = pr->patch };
     Graph *g = NULL;
-    int before = p->diag->nerrors;
+    int before = p->diag->nraised;
     if (!o->train) g = expand_net(p, net, pr, &inf, o->ov, o->nov);
-    if (ts && p->diag->nerrors == before) {
+    if (ts && p->diag->nraised == before) {
         /* The training graph: the net at the training patch plus the losses.
-         * Built for checking even when not shown. */
+         * Built for checking even when not shown.  (After errors in the net
+         * itself it would only repeat them.) */
         ExpandShape tr = { .batch = ts->batch, .size = ts->patch };
         for (int i = 0; i < o->nov; i++) o->ov[i].used = false;
         Graph *tg = expand_net(p, net, pr, &tr, o->ov, o->nov);
-        if (p->diag->nerrors == before) train_add_losses(p, tg, ts, pr);
+        if (p->diag->nraised == before) train_add_losses(p, tg, ts, pr);
         if (o->train) g = tg;
         else graph_free(tg);
     }

@@ -80,7 +80,10 @@ static bool layer_fresh(const Layer *l)
 Value call_value(Sema *S, Value callee, const Ast *call)
 {
     if (callee.kind != V_LAYER) {
-        diag_error(S->diag, call->loc, "%s is not callable", value_kind_name(callee.kind));
+        char *text = ast_to_string(call->a);
+        diag_error(S->diag, call->loc, "`%s` is %s %s, not an op or block, so it cannot be called", text,
+                   callee.kind == V_INT ? "an" : "a", value_kind_name(callee.kind));
+        free(text);
         return value_error();
     }
     int n = call->list.n;
@@ -439,7 +442,7 @@ static Value apply_block(Sema *S, Layer *l, const int *ts, int nt, SrcLoc loc)
     }
     Value result = value_error();
     if (ok) {
-        int errors_before = S->diag->nerrors;
+        int errors_before = S->diag->nraised;
         S->call_depth++;
         names_push(S, blk->str);
         Body b = { .is_net = false, .inputs = ts, .ninputs = nt, .call_loc = loc };
@@ -458,12 +461,12 @@ static Value apply_block(Sema *S, Layer *l, const int *ts, int nt, SrcLoc loc)
                 memcpy(result.items, b.results, sizeof(Value) * (size_t)b.nresults);
                 result.loc = loc;
             } else if (b.last.kind == V_TENSOR) result = b.last;
-            else if (S->diag->nerrors == errors_before)
+            else if (S->diag->nraised == errors_before)
                 diag_error(S->diag, blk->loc, "block %s has inputs but no `output`", blk->str);
         } else if (b.last.kind == V_LAYER) {
             /* Form (a): the body is a chain of layers applied to the input. */
             result = apply_layer(S, b.last.layer, ts, nt, loc);
-        } else if (S->diag->nerrors == errors_before) {
+        } else if (S->diag->nraised == errors_before) {
             diag_error(S->diag, blk->loc, "block %s must end in a chain of layers (like conv(c, 3) -> relu) or declare `input` and `output`",
                        blk->str);
         }
@@ -509,7 +512,12 @@ static void exec_output(Sema *S, const Ast *s, Body *b)
     if (name) names_pop(S);
     if (v.kind == V_ERROR) return;
     if (v.kind != V_TENSOR) {
-        diag_error(S->diag, s->loc, "an output must be a tensor, not %s", value_kind_name(v.kind));
+        if (v.kind == V_LAYER && v.layer->nbound)
+            diag_error(S->diag, s->loc, "an output must be a tensor; this %s has %d tensor%s and waits for more "
+                       "(it takes at least %d)", v.layer->name, v.layer->nbound, v.layer->nbound == 1 ? "" : "s",
+                       v.layer->kind == LAYER_OP ? op_table[v.layer->op].min_inputs : v.layer->nbound + 1);
+        else
+            diag_error(S->diag, s->loc, "an output must be a tensor, not %s", value_kind_name(v.kind));
         return;
     }
     if (b->is_net) {
@@ -571,26 +579,26 @@ static void exec_for(Sema *S, const Ast *s, Body *b)
         int64_t step = hi >= lo ? 1 : -1;
         for (int64_t i = lo;; i += step) {
             if (!sema_step(S, s->loc)) return;
-            int errors = S->diag->nerrors;
+            int errors = S->diag->nraised;
             frame_push(S, false);
             env_define(S, s->str, value_int(i, s->loc), true);
             exec_stmts(S, &s->list, b);
             frame_pop(S);
             /* an iteration with errors is not repeated: the next ones would
              * report the same mistakes */
-            if (i == hi || S->limit_hit || S->diag->nerrors != errors) break;
+            if (i == hi || S->limit_hit || S->diag->nraised != errors) break;
         }
         return;
     }
     if (r.kind == V_LIST || r.kind == V_TUPLE) {
         for (int i = 0; i < r.n; i++) {
             if (!sema_step(S, s->loc)) return;
-            int errors = S->diag->nerrors;
+            int errors = S->diag->nraised;
             frame_push(S, false);
             env_define(S, s->str, r.items[i], true);
             exec_stmts(S, &s->list, b);
             frame_pop(S);
-            if (S->limit_hit || S->diag->nerrors != errors) break;
+            if (S->limit_hit || S->diag->nraised != errors) break;
         }
         return;
     }
@@ -656,7 +664,7 @@ static bool create_inputs(Sema *S, Ast *net)
         }
     }
     if (n == 0) {
-        diag_error(S->diag, net->loc, "net %s has no `input`", net->str);
+        if (!S->prog->load_errors) diag_error(S->diag, net->loc, "net %s has no `input`", net->str);
         return false;
     }
     for (int i = 0; i < n; i++) {
@@ -735,7 +743,7 @@ Graph *expand_net(Program *p, Ast *net, const Protocol *pr, const ExpandShape *s
     S.shape = shape;
     S.g = graph_new(net->str, pr->name, pr->rank);
     names_init(&S);
-    int errors_before = p->diag->nerrors;
+    int errors_before = p->diag->nraised;
     frame_push(&S, true);
 
     /* Parameters: -D overrides, then the protocol (classes), then defaults. */
@@ -778,7 +786,7 @@ Graph *expand_net(Program *p, Ast *net, const Protocol *pr, const ExpandShape *s
     if (create_inputs(&S, net)) {
         Body b = { .is_net = true };
         exec_stmts(&S, &net->list, &b);
-        if (S.g->noutputs == 0 && p->diag->nerrors == errors_before)
+        if (S.g->noutputs == 0 && p->diag->nraised == errors_before && !p->load_errors)
             diag_error(p->diag, net->loc, "net %s has no `output`", net->str);
     }
     names_finalize(&S, 0);
@@ -811,7 +819,7 @@ bool expand_loss(Program *p, Graph *g, const Protocol *pr, const ExpandShape *sh
     S.shape = shape;
     S.g = g;
     names_init(&S);
-    int before = p->diag->nerrors;
+    int before = p->diag->nraised;
     frame_push(&S, true);
     for (int i = 0; i < g->noutputs; i++) {
         Value v = { .kind = V_TENSOR, .tensor = g->outputs[i].tensor, .loc = g->outputs[i].loc };
@@ -853,5 +861,5 @@ bool expand_loss(Program *p, Graph *g, const Protocol *pr, const ExpandShape *sh
         g->nlosses++;
     }
     sema_release(&S);
-    return p->diag->nerrors == before;
+    return p->diag->nraised == before;
 }

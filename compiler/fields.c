@@ -115,7 +115,7 @@ int field_sizes(Sema *S, const Ast *f, int64_t *out)
     Value one = v;
     if (v.kind == V_INT) v = (Value){ .kind = V_LIST, .n = 1, .items = &one, .loc = one.loc };
     if (v.kind != V_LIST || v.n < 1 || v.n > MAX_SPATIAL) {
-        diag_error(S->diag, v.loc, "`%s` must be a size such as 256 x 256 or 128 x 128 x 64", f->str);
+        diag_error(S->diag, v.loc, "`%s` must be a size with 1 to 3 axes, such as 256 x 256 or 128 x 128 x 64", f->str);
         return -1;
     }
     for (int i = 0; i < v.n; i++) {

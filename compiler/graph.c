@@ -90,6 +90,7 @@ int graph_add_param(Graph *g, int node, const ParamSpec *ps)
     int t = graph_add_tensor(g, ps->suffix, ps->shape, DT_F32, TK_PARAM);
     GROW(g->params, g->nparams, g->capparams);
     Param *p = &g->params[g->nparams];
+    memset(p, 0, sizeof *p);
     p->name = xstrdup(ps->suffix);
     p->tensor = t;
     p->init = ps->init;

@@ -24,6 +24,37 @@ void lex_error(LexState *ls, const YYLTYPE *loc, const char *fmt, ...)
     va_end(ap);
 }
 
+SrcLoc lex_loc(const LexState *ls, const YYLTYPE *loc)
+{
+    SrcLoc s = { ls->file, loc->first_line, loc->first_column, loc->last_line, loc->last_column };
+    return s;
+}
+
+void lex_reset_depth(LexState *ls)
+{
+    if (ls->depth > 0 && !ls->has_unclosed_paren) {
+        ls->unclosed_paren = ls->parens[0];
+        ls->has_unclosed_paren = true;
+    }
+    ls->depth = 0;
+}
+
+/* After a syntax error: point at the bracket that was left open, if any. */
+void lex_note_unclosed(LexState *ls, int lookahead)
+{
+    if (ls->has_unclosed_paren) {
+        diag_note(ls->diag, ls->unclosed_paren, "this bracket is never closed");
+        ls->has_unclosed_paren = false;
+        return;
+    }
+    bool top_level = lookahead == NET || lookahead == BLOCK || lookahead == PROTOCOL || lookahead == TRAIN ||
+                     lookahead == IMPORT || lookahead == YYEOF;
+    if (top_level && ls->nbraces > 0 && ls->nbraces <= 64) {
+        diag_note(ls->diag, ls->braces[ls->nbraces - 1], "this `{` is never closed");
+        ls->nbraces = 0;
+    }
+}
+
 /* A newline ends a statement only after a token that can end one. */
 int lex_ends_statement(int token)
 {

@@ -184,6 +184,7 @@ Program *program_load(Diag *d, const char *path)
     p->main_file = f;
     remember(p, path);
     index_file(p, f, 0);
+    p->load_errors = d->nerrors;
     return p;
 }
 
@@ -194,6 +195,7 @@ Program *program_from_text(Diag *d, const char *name, const char *text, size_t l
     p->main_file = f;
     remember(p, name);
     index_file(p, f, 0);
+    p->load_errors = d->nerrors;
     return p;
 }
 

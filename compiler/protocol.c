@@ -137,7 +137,6 @@ Protocol *protocol_resolve(Program *p, Ast *decl, Override *ov, int nov)
     Sema S;
     sema_init(&S, p);
     frame_push(&S, true);
-    int before = p->diag->nerrors;
     Protocol *pr = calloc(1, sizeof *pr);
     if (!pr) { fputs("netc: out of memory\n", stderr); exit(70); }
     pr->name = strdup(decl->str);
@@ -158,7 +157,8 @@ Protocol *protocol_resolve(Program *p, Ast *decl, Override *ov, int nov)
                 suggest_offer(&sg, modality_names[i]);
             }
             if (m < 0) {
-                diag_error(S.diag, v.loc, "unknown modality; use mri, ct, pet, us, xray or other%s", suggest_hint(&sg));
+                diag_error(S.diag, v.loc, "unknown modality `%s`; use mri, ct, pet, us, xray or other%s",
+                           v.kind == V_SYM ? v.s : value_kind_name(v.kind), suggest_hint(&sg));
             } else
                 pr->modality = (Modality)m;
         }
@@ -179,7 +179,7 @@ Protocol *protocol_resolve(Program *p, Ast *decl, Override *ov, int nov)
             int64_t tmp[MAX_SPATIAL];
             int r = field_sizes(&S, f, tmp);
             if (r > 0 && r != pr->rank)
-                diag_error(S.diag, f->loc, "`patch` has %d axes but `size` has %d", r, pr->rank);
+                diag_error(S.diag, f->list.items[0]->loc, "`patch` has %d axes but `size` has %d", r, pr->rank);
             else if (r > 0)
                 memcpy(pr->patch, tmp, sizeof tmp);
         }
@@ -215,7 +215,9 @@ Protocol *protocol_resolve(Program *p, Ast *decl, Override *ov, int nov)
 
     fields_check_overrides(&S, "protocol", known_fields, ov, nov);
     sema_release(&S);
-    if (p->diag->nerrors != before || pr->rank <= 0) {
+    /* Without a size nothing has a shape; other mistakes are reported and the
+     * net is still checked against what is known, so one run shows them all. */
+    if (pr->rank <= 0) {
         protocol_free(pr);
         return NULL;
     }

@@ -36,6 +36,9 @@ typedef struct Program {
     DeclTable blocks, nets, protocols, trains;
     int main_file;                          /* Diag file index of the main file */
     char **loaded; int nloaded, caploaded;  /* canonical paths of the files read */
+    int load_errors;                        /* errors while reading and parsing: later
+                                               stages then skip "X is missing" complaints
+                                               that a lost declaration would cause */
 } Program;
 
 /* Parse `path` and, recursively, its imports (relative to the importing
@@ -103,8 +106,8 @@ const char *norm_name(NormKind k);
 /* ---- net expansion ---------------------------------------------------- */
 
 /* Limits that keep expansion finite on any input. */
-#define EXPAND_MAX_NODES 200000
-#define EXPAND_MAX_STEPS 2000000     /* loop iterations + statements */
+#define EXPAND_MAX_NODES 50000
+#define EXPAND_MAX_STEPS 500000      /* loop iterations + statements */
 #define EXPAND_MAX_CALL_DEPTH 64
 
 typedef struct {

@@ -16,6 +16,9 @@
 %locations
 %define parse.error detailed
 %define parse.lac full
+/* No default reductions: `stmt: error` must see its follower (a newline or
+ * `}`) before reducing, or recovery would pop the statements parsed so far. */
+%define lr.default-reduction accepting
 %param {yyscan_t scanner}
 %expect 0
 
@@ -59,6 +62,7 @@ static void yyerror(YYLTYPE *loc, yyscan_t scanner, const char *msg)
     if (strcmp(msg, "memory exhausted") == 0)
         msg = "nesting is too deep";
     lex_error(ls, loc, "%s", msg);
+    lex_note_unclosed(ls, ls->last);
 }
 
 static SrcLoc L(LexState *ls, YYLTYPE a)
@@ -194,6 +198,7 @@ decl
     | TRAIN IDENT ON IDENT fbody        {
                                           $$ = $5; $$->kind = D_TRAIN; $$->loc = L(LS, @2);
                                           $$->str = $2; $$->str2 = $4;
+                                          $$->a = mk(LS, A_IDENT, L(LS, @4));   /* where the protocol is named */
                                         }
     | error                             { $$ = NULL; }
     ;
@@ -238,6 +243,7 @@ stmt
                                               diag_error(LS->diag, $1->loc, "cannot assign to this %s; the left side of `=` must be a name or an indexed name like skip[i]", ast_kind_name($1->kind));
                                           }
                                         }
+    | expr '=' error                    { $$ = mk(LS, S_ASSIGN, L(LS, @1)); $$->a = $1; $$->b = mk(LS, A_ERROR, L(LS, @3)); }
     | FOR IDENT IN expr body            { $$ = mk(LS, S_FOR, L(LS, @1)); $$->str = $2; $$->a = $4; $$->list = $5->list; $5->list = (AstList){0}; $$ = fin(LS, $$); }
     | if_stmt
     | expr                              { $$ = mk(LS, S_EXPR, $1->loc); $$->a = $1; }

@@ -229,7 +229,7 @@ START_TEST(eval_errors)
         { "1 << 63", "shift by 63 is out of range" },
         { "4611686018427387904 * 2", "integer overflow" },
         { "1 + true", "needs numbers" },
-        { "3(4)", "is not callable" },
+        { "3(4)", "cannot be called" },
         { "not 3", "`not` needs true/false" },
         { "bas + 1", "unknown name `bas`" },
         { "1.5 % 2", "needs integers" },
