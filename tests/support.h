@@ -37,6 +37,7 @@ char *read_file(const char *path, size_t *len);
                                   "expected no errors, got:\n%s", compiled_messages(c))
 
 Suite *ops_suite(void);
+Suite *ops_more_suite(void);
 Suite *frontend_suite(void);
 Suite *expand_suite(void);
 Suite *netdefs_suite(void);

@@ -18,6 +18,7 @@ int main(void)
         return EXIT_FAILURE;
     }
     SRunner *sr = srunner_create(ops_suite());
+    srunner_add_suite(sr, ops_more_suite());
     srunner_add_suite(sr, frontend_suite());
     srunner_add_suite(sr, expand_suite());
     srunner_add_suite(sr, netdefs_suite());
