@@ -43,43 +43,30 @@ static void list_names(Diag *d, const DeclTable *t, const char *what, const char
     diag_error(d, NO_LOC, "%s; choose one with %s (defined: %s)", what, hint, t->n ? buf : "none");
 }
 
+/* The declaration named on the command line (--net, --protocol), or an
+ * error with the closest name or the list of names. */
+static Ast *find_named(Diag *d, const DeclTable *t, const char *name, const char *what, const char *option)
+{
+    Ast *decl = program_find(t, name);
+    if (decl) return decl;
+    Suggest sg;
+    suggest_init(&sg, name);
+    for (int i = 0; i < t->n; i++) suggest_offer(&sg, t->items[i].name);
+    const char *best = suggest_result(&sg);
+    char msg[300];
+    snprintf(msg, sizeof msg, "no %s `%.200s`", what, name);
+    if (best) diag_error(d, NO_LOC, "%s; did you mean `%s`?", msg, best);
+    else list_names(d, t, msg, option);
+    return NULL;
+}
+
 /* The net and protocol to compile, from options or from what the file holds. */
 static bool choose(Program *p, const CompileOptions *o, Ast **net, Ast **proto)
 {
     Diag *d = p->diag;
     *net = *proto = NULL;
-    if (o->protocol) {
-        *proto = program_find(&p->protocols, o->protocol);
-        if (!*proto) {
-            Suggest sg;
-            suggest_init(&sg, o->protocol);
-            for (int i = 0; i < p->protocols.n; i++) suggest_offer(&sg, p->protocols.items[i].name);
-            const char *best = suggest_result(&sg);
-            if (best) diag_error(d, NO_LOC, "no protocol `%s`; did you mean `%s`?", o->protocol, best);
-            else {
-                char what[300];
-                snprintf(what, sizeof what, "no protocol `%.200s`", o->protocol);
-                list_names(d, &p->protocols, what, "--protocol");
-            }
-            return false;
-        }
-    }
-    if (o->net) {
-        *net = program_find(&p->nets, o->net);
-        if (!*net) {
-            Suggest sg;
-            suggest_init(&sg, o->net);
-            for (int i = 0; i < p->nets.n; i++) suggest_offer(&sg, p->nets.items[i].name);
-            const char *best = suggest_result(&sg);
-            if (best) diag_error(d, NO_LOC, "no net `%s`; did you mean `%s`?", o->net, best);
-            else {
-                char what[300];
-                snprintf(what, sizeof what, "no net `%.200s`", o->net);
-                list_names(d, &p->nets, what, "--net");
-            }
-            return false;
-        }
-    }
+    if (o->protocol && !(*proto = find_named(d, &p->protocols, o->protocol, "protocol", "--protocol"))) return false;
+    if (o->net && !(*net = find_named(d, &p->nets, o->net, "net", "--net"))) return false;
     if (!*net) {
         /* nets of the main file (not of imports) */
         int count = 0;

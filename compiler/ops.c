@@ -36,14 +36,7 @@
 
 #include "graph.h"
 
-/* ---- shape rules (ops_shape.c) ----------------------------------------- */
-
-#define RULE(op) bool ops_shape_##op(const ShapeCtx *, OpAttrs *, const Shape *, int, Shape *);
-RULE(conv) RULE(upconv) RULE(maxpool) RULE(avgpool) RULE(global_avgpool) RULE(upsample)
-RULE(concat) RULE(crop) RULE(pad) RULE(add) RULE(mul) RULE(scale)
-RULE(batchnorm) RULE(instancenorm) RULE(relu) RULE(leaky_relu) RULE(prelu) RULE(elu)
-RULE(sigmoid) RULE(tanh) RULE(softmax) RULE(dropout) RULE(ce) RULE(dice) RULE(focal)
-#undef RULE
+#include "ops_shape.h"
 
 /* ---- attributes ---------------------------------------------------------- */
 

@@ -34,13 +34,7 @@ typedef struct {
 
 static const int64_t ONES[MAX_SPATIAL] = { 1, 1, 1 };
 
-/* The rules, as declared in ops.c (which builds the table from them). */
-#define RULE(op) bool ops_shape_##op(const ShapeCtx *, OpAttrs *, const Shape *, int, Shape *);
-RULE(conv) RULE(upconv) RULE(maxpool) RULE(avgpool) RULE(global_avgpool) RULE(upsample)
-RULE(concat) RULE(crop) RULE(pad) RULE(add) RULE(mul) RULE(scale)
-RULE(batchnorm) RULE(instancenorm) RULE(relu) RULE(leaky_relu) RULE(prelu) RULE(elu)
-RULE(sigmoid) RULE(tanh) RULE(softmax) RULE(dropout) RULE(ce) RULE(dice) RULE(focal)
-#undef RULE
+#include "ops_shape.h"
 
 __attribute__((format(printf, 2, 3)))
 static bool fail(const Rule *r, const char *fmt, ...)
