@@ -1,18 +1,12 @@
 /* ast.c — AST construction, freeing, and printing back to source form. */
 #define _POSIX_C_SOURCE 200809L
 #include "ast.h"
+#include "util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) { fputs("netc: out of memory\n", stderr); exit(70); }
-    return p;
-}
 
 Ast *ast_new(AstArena *ar, AstKind kind, SrcLoc loc)
 {
@@ -28,12 +22,7 @@ Ast *ast_new(AstArena *ar, AstKind kind, SrcLoc loc)
 
 void ast_list_push(AstList *l, Ast *item)
 {
-    if (l->n == l->cap) {
-        l->cap = l->cap ? 2 * l->cap : 4;
-        Ast **p = realloc(l->items, (size_t)l->cap * sizeof *p);
-        if (!p) { fputs("netc: out of memory\n", stderr); exit(70); }
-        l->items = p;
-    }
+    GROW(l->items, l->n, l->cap);
     l->items[l->n++] = item;
 }
 
@@ -106,8 +95,7 @@ static void bput(Buf *b, const char *fmt, ...)
         if (k < 0) return;
         if (b->s && (size_t)k < room) { b->n += (size_t)k; return; }
         b->cap = (b->cap + (size_t)k + 64) * 2;
-        char *p = realloc(b->s, b->cap);
-        if (!p) { fputs("netc: out of memory\n", stderr); exit(70); }
+        char *p = xrealloc(b->s, b->cap);
         b->s = p;
     }
 }
@@ -154,6 +142,6 @@ char *ast_to_string(const Ast *n)
 {
     Buf b = { 0 };
     print_expr(&b, n);
-    if (!b.s) { b.s = malloc(1); if (b.s) b.s[0] = 0; }
+    if (!b.s) { b.s = xmalloc(1); b.s[0] = 0; }
     return b.s;
 }

@@ -1,6 +1,7 @@
 /* diag.c — source registry and diagnostics (see diag.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "diag.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -8,13 +9,6 @@
 #include <sys/stat.h>
 
 const SrcLoc NO_LOC = { -1, 0, 0, 0, 0 };
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (!q) { fputs("netc: out of memory\n", stderr); exit(70); }
-    return q;
-}
 
 void diag_init(Diag *d, FILE *out)
 {
@@ -41,7 +35,7 @@ int diag_add_source(Diag *d, const char *path, const char *text, size_t len)
         d->files = xrealloc(d->files, (size_t)d->capfiles * sizeof *d->files);
     }
     SourceFile *f = &d->files[d->nfiles];
-    f->path = strdup(path);
+    f->path = xstrdup(path);
     f->text = xrealloc(NULL, len + 1);
     memcpy(f->text, text, len);
     f->text[len] = '\0';

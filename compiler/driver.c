@@ -3,6 +3,7 @@
  * the CLI, the tests and the fuzzer alike, so all three exercise one path. */
 #define _POSIX_C_SOURCE 200809L
 #include "driver.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,7 @@ static bool parse_overrides(Program *p, CompileOptions *o)
         int f = diag_add_source(p->diag, name, text, strlen(text));
         bool field = strchr(o->ov[i].key, '.') != NULL;
         Ast *v = field ? parse_field_values_text(&p->arena, p->diag, f) : parse_expr_text(&p->arena, p->diag, f);
-        if (v && field) v->str = strdup(strchr(o->ov[i].key, '.') + 1);
+        if (v && field) v->str = xstrdup(strchr(o->ov[i].key, '.') + 1);
         o->ov[i].value = v;
         if (!v) ok = false;
         if (field && strncmp(o->ov[i].key, "protocol.", 9) != 0 && strncmp(o->ov[i].key, "train.", 6) != 0) {

@@ -11,6 +11,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "sema_internal.h"
+#include "util.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -23,8 +24,7 @@ void *sema_alloc(Sema *S, size_t n)
     n = (n + 15) & ~(size_t)15;
     if (!S->mem || S->mem->used + n > S->mem->cap) {
         size_t cap = n > 65536 ? n : 65536;
-        Chunk *c = malloc(sizeof(Chunk) + cap);
-        if (!c) { fputs("netc: out of memory\n", stderr); exit(70); }
+        Chunk *c = xmalloc(sizeof(Chunk) + cap);
         c->next = S->mem;
         c->used = 0;
         c->cap = cap;
@@ -72,8 +72,7 @@ void sema_release(Sema *S)
 
 void frame_push(Sema *S, bool function)
 {
-    Frame *f = calloc(1, sizeof *f);
-    if (!f) { fputs("netc: out of memory\n", stderr); exit(70); }
+    Frame *f = xcalloc(1, sizeof *f);
     f->parent = S->env;
     f->function = function;
     S->env = f;
@@ -127,12 +126,7 @@ Binding *env_lookup(Sema *S, const char *name)
 
 static void frame_add(Sema *S, Frame *f, const char *name, Value v, bool loop_var)
 {
-    if (f->n == f->cap) {
-        f->cap = f->cap ? 2 * f->cap : 16;
-        Binding *b = realloc(f->vars, (size_t)f->cap * sizeof *b);
-        if (!b) { fputs("netc: out of memory\n", stderr); exit(70); }
-        f->vars = b;
-    }
+    GROW(f->vars, f->n, f->cap);
     int old = frame_find(f, name);
     if (old >= 0) {   /* redefinition in the same frame: replace */
         f->vars[old].value = v;
@@ -147,8 +141,7 @@ static void frame_add(Sema *S, Frame *f, const char *name, Value v, bool loop_va
         free(f->slots);
         f->nslots = f->nslots ? 2 * f->nslots : 32;
         while (2 * f->n > f->nslots) f->nslots *= 2;
-        f->slots = calloc((size_t)f->nslots, sizeof *f->slots);
-        if (!f->slots) { fputs("netc: out of memory\n", stderr); exit(70); }
+        f->slots = xcalloc((size_t)f->nslots, sizeof *f->slots);
         for (int k = 0; k < f->n; k++) frame_index(f, k);
     } else
         frame_index(f, f->n - 1);

@@ -17,6 +17,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "sema_internal.h"
+#include "util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -711,8 +712,7 @@ static void warn_unused(Sema *S)
 {
     Graph *g = S->g;
     if (S->diag->nerrors || g->noutputs == 0) return;
-    bool *live = calloc((size_t)g->ntensors + 1, 1);
-    if (!live) return;
+    bool *live = xcalloc((size_t)g->ntensors + 1, 1);
     for (int i = 0; i < g->noutputs; i++) live[g->outputs[i].tensor] = true;
     for (int i = g->nnodes - 1; i >= 0; i--) {
         const Node *n = &g->nodes[i];
@@ -852,10 +852,9 @@ bool expand_loss(Program *p, Graph *g, const Protocol *pr, const ExpandShape *sh
     if (v.kind == V_TENSOR) {
         if (g->nlosses == g->caplosses) {
             g->caplosses = g->caplosses ? 2 * g->caplosses : 2;
-            g->losses = realloc(g->losses, (size_t)g->caplosses * sizeof *g->losses);
-            if (!g->losses) { fputs("netc: out of memory\n", stderr); exit(70); }
+            g->losses = xrealloc(g->losses, (size_t)g->caplosses * sizeof *g->losses);
         }
-        g->losses[g->nlosses].name = strdup("loss");
+        g->losses[g->nlosses].name = xstrdup("loss");
         g->losses[g->nlosses].tensor = v.tensor;
         g->losses[g->nlosses].loc = loss->loc;
         g->nlosses++;

@@ -3,32 +3,16 @@
  * the PyTorch cross-check). */
 #define _POSIX_C_SOURCE 200809L
 #include "graph.h"
+#include "util.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define GROW(arr, n, cap)                                                   \
-    do {                                                                    \
-        if ((n) == (cap)) {                                                 \
-            (cap) = (cap) ? 2 * (cap) : 16;                                 \
-            void *p_ = realloc((arr), (size_t)(cap) * sizeof *(arr));       \
-            if (!p_) { fputs("netc: out of memory\n", stderr); exit(70); }  \
-            (arr) = p_;                                                     \
-        }                                                                   \
-    } while (0)
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s ? s : "");
-    if (!d) { fputs("netc: out of memory\n", stderr); exit(70); }
-    return d;
-}
 
 Graph *graph_new(const char *net_name, const char *protocol_name, int spatial_rank)
 {
-    Graph *g = calloc(1, sizeof *g);
-    if (!g) { fputs("netc: out of memory\n", stderr); exit(70); }
+    Graph *g = xcalloc(1, sizeof *g);
     g->net_name = xstrdup(net_name);
     g->protocol_name = xstrdup(protocol_name);
     g->spatial_rank = spatial_rank;
@@ -74,8 +58,7 @@ int graph_add_node(Graph *g, OpKind op, const char *name, const int *in, int nin
     n->op = op;
     n->name = xstrdup(name);
     n->nin = nin;
-    n->in = malloc(sizeof(int) * (size_t)(nin ? nin : 1));
-    if (!n->in) { fputs("netc: out of memory\n", stderr); exit(70); }
+    n->in = xmalloc(sizeof(int) * (size_t)(nin ? nin : 1));
     memcpy(n->in, in, sizeof(int) * (size_t)nin);
     n->out = out;
     n->at = *at;

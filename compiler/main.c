@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "util.h"
 
 #define NETC_VERSION "0.1.0"
 
@@ -111,7 +112,7 @@ static int parse_options(const char *cmd, int argc, char **argv, Options *o, con
             const char *eq = strchr(kv, '=');
             if (!eq || eq == kv || !eq[1]) return usage_error(cmd, "-D takes KEY=VALUE, not `%s`", kv);
             if (o->nov >= 64) return usage_error(cmd, "%s", "too many -D options");
-            o->ov[o->nov].key = strndup(kv, (size_t)(eq - kv));
+            o->ov[o->nov].key = xstrndup(kv, (size_t)(eq - kv));
             o->ov[o->nov].text = eq + 1;
             o->nov++;
         } else if (a[0] == '-' && a[1]) {

@@ -17,6 +17,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "sema_internal.h"
+#include "util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +46,7 @@ static void h_put(const NameNode *scope, const char *seg)
 {
     if ((hcount + 1) * 2 > hcap) {
         size_t ncap = hcap ? hcap * 2 : 1024;
-        HKey *nt = calloc(ncap, sizeof *nt);
-        if (!nt) { fputs("netc: out of memory\n", stderr); exit(70); }
+        HKey *nt = xcalloc(ncap, sizeof *nt);
         for (size_t i = 0; i < hcap; i++) {
             if (!htab[i].seg) continue;
             size_t j = hash(htab[i].scope, htab[i].seg) & (ncap - 1);
@@ -96,12 +96,7 @@ static void attach(Sema *S, NameNode *n)
     }
     n->seg = seg;
     h_put(p, seg);
-    if (p->nkids == p->capkids) {
-        p->capkids = p->capkids ? 2 * p->capkids : 4;
-        NameNode **k = realloc(p->kids, (size_t)p->capkids * sizeof *k);
-        if (!k) { fputs("netc: out of memory\n", stderr); exit(70); }
-        p->kids = k;
-    }
+    GROW(p->kids, p->nkids, p->capkids);
     p->kids[p->nkids++] = n;
 }
 
@@ -159,7 +154,7 @@ static void assign(Sema *S, NameNode *n, const char *path)
     if (n->node >= 0) {
         Node *nd = &S->g->nodes[n->node];
         free(nd->name);
-        nd->name = strdup(path);
+        nd->name = xstrdup(path);
         return;
     }
     if (n->nkids == 1 && n != S->root) { assign(S, n->kids[0], path); return; }
@@ -167,8 +162,7 @@ static void assign(Sema *S, NameNode *n, const char *path)
         const char *seg = n->kids[i]->seg;
         if (n == S->root) { assign(S, n->kids[i], seg); continue; }
         size_t len = strlen(path) + strlen(seg) + 2;
-        char *p = malloc(len);
-        if (!p) { fputs("netc: out of memory\n", stderr); exit(70); }
+        char *p = xmalloc(len);
         snprintf(p, len, "%s.%s", path, seg);
         assign(S, n->kids[i], p);
         free(p);
@@ -182,21 +176,20 @@ void names_finalize(Sema *S, int first)
     Graph *g = S->g;
     for (int i = first; i < g->nnodes; i++) {
         Node *nd = &g->nodes[i];
-        if (!nd->name) nd->name = strdup("?");
+        if (!nd->name) nd->name = xstrdup("?");
         free(g->tensors[nd->out].name);
-        g->tensors[nd->out].name = strdup(nd->name);
+        g->tensors[nd->out].name = xstrdup(nd->name);
         for (int k = 0; k < nd->nparams; k++) {
             Param *pm = &g->params[nd->params[k]];
             const char *suffix = strrchr(pm->name, '.');
             suffix = suffix ? suffix + 1 : pm->name;
             size_t len = strlen(nd->name) + strlen(suffix) + 2;
-            char *full = malloc(len);
-            if (!full) { fputs("netc: out of memory\n", stderr); exit(70); }
+            char *full = xmalloc(len);
             snprintf(full, len, "%s.%s", nd->name, suffix);
             free(pm->name);
             pm->name = full;
             free(g->tensors[pm->tensor].name);
-            g->tensors[pm->tensor].name = strdup(full);
+            g->tensors[pm->tensor].name = xstrdup(full);
         }
     }
     names_reset();

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ast.h"
+#include "util.h"
 #include "lex_state.h"
 #include "parser.h"
 
@@ -84,8 +85,7 @@ static Ast *run(AstArena *ar, Diag *d, int file, int start)
                     .depth = 0, .last = NL, .start = start };
     yyscan_t scanner;
     if (netc_yylex_init_extra(&ls, &scanner) != 0) {
-        fputs("netc: out of memory\n", stderr);
-        exit(70);
+        die_out_of_memory();
     }
     netc_yy_scan_bytes(text, (int)len, scanner);
     int before = d->nerrors;
@@ -99,7 +99,7 @@ static Ast *run(AstArena *ar, Diag *d, int file, int start)
         ls.result = ast_new(ar, D_FILE, (SrcLoc){ file, 1, 1, 1, 1 });
     if (ls.result && ls.result->kind == D_FILE) {
         free(ls.result->str);
-        ls.result->str = strdup(f->path);
+        ls.result->str = xstrdup(f->path);
     }
     if (start != START_FILE && (rc != 0 || d->nerrors != before)) return NULL;
     return ls.result;

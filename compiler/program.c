@@ -8,6 +8,7 @@
  */
 #define _XOPEN_SOURCE 700   /* realpath */
 #include "sema.h"
+#include "util.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -17,21 +18,9 @@
 #define MAX_IMPORT_DEPTH 32
 #define MAX_FILES 256
 
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) { fputs("netc: out of memory\n", stderr); exit(70); }
-    return p;
-}
-
 static void table_push(DeclTable *t, char *name, Ast *decl)
 {
-    if (t->n == t->cap) {
-        t->cap = t->cap ? 2 * t->cap : 8;
-        Decl *q = realloc(t->items, (size_t)t->cap * sizeof *q);
-        if (!q) { fputs("netc: out of memory\n", stderr); exit(70); }
-        t->items = q;
-    }
+    GROW(t->items, t->n, t->cap);
     t->items[t->n].name = name;
     t->items[t->n].decl = decl;
     t->n++;
@@ -62,13 +51,8 @@ Ast *program_find(const DeclTable *t, const char *name)
 static void remember(Program *p, const char *path)
 {
     char *canon = realpath(path, NULL);
-    if (!canon) canon = strdup(path);
-    if (p->nloaded == p->caploaded) {
-        p->caploaded = p->caploaded ? 2 * p->caploaded : 8;
-        char **q = realloc(p->loaded, (size_t)p->caploaded * sizeof *q);
-        if (!q) { fputs("netc: out of memory\n", stderr); exit(70); }
-        p->loaded = q;
-    }
+    if (!canon) canon = xstrdup(path);
+    GROW(p->loaded, p->nloaded, p->caploaded);
     p->loaded[p->nloaded++] = canon;
 }
 
@@ -84,7 +68,7 @@ static bool already_loaded(Program *p, const char *path)
 
 static char *join_dir(const char *importer, const char *rel)
 {
-    if (rel[0] == '/') return strdup(rel);
+    if (rel[0] == '/') return xstrdup(rel);
     const char *slash = strrchr(importer, '/');
     size_t dlen = slash ? (size_t)(slash - importer + 1) : 0;
     char *out = xmalloc(dlen + strlen(rel) + 1);
@@ -95,12 +79,7 @@ static char *join_dir(const char *importer, const char *rel)
 
 static void add_file(Program *p, Ast *root)
 {
-    if (p->nfiles == p->capfiles) {
-        p->capfiles = p->capfiles ? 2 * p->capfiles : 4;
-        Ast **q = realloc(p->files, (size_t)p->capfiles * sizeof *q);
-        if (!q) { fputs("netc: out of memory\n", stderr); exit(70); }
-        p->files = q;
-    }
+    GROW(p->files, p->nfiles, p->capfiles);
     p->files[p->nfiles++] = root;
 }
 

@@ -14,6 +14,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "fields.h"
+#include "util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +35,7 @@ const char *norm_name(NormKind k)
 
 static char *name_of(Sema *S, const Value *v, const char *field)
 {
-    if (v->kind == V_SYM || v->kind == V_STR) return strdup(v->s);
+    if (v->kind == V_SYM || v->kind == V_STR) return xstrdup(v->s);
     diag_error(S->diag, v->loc, "`%s` lists names (like t1, t2), not %s", field, value_kind_name(v->kind));
     return NULL;
 }
@@ -55,7 +56,7 @@ static bool read_names(Sema *S, const Ast *f, char **names, int max, int *count,
                 char b[32];
                 if (*count == 1 && strcmp(prefix, "channel") == 0) snprintf(b, sizeof b, "image");
                 else snprintf(b, sizeof b, "%s%d", prefix, i);
-                names[i] = strdup(b);
+                names[i] = xstrdup(b);
             }
             return true;
         }
@@ -137,9 +138,8 @@ Protocol *protocol_resolve(Program *p, Ast *decl, Override *ov, int nov)
     Sema S;
     sema_init(&S, p);
     frame_push(&S, true);
-    Protocol *pr = calloc(1, sizeof *pr);
-    if (!pr) { fputs("netc: out of memory\n", stderr); exit(70); }
-    pr->name = strdup(decl->str);
+    Protocol *pr = xcalloc(1, sizeof *pr);
+    pr->name = xstrdup(decl->str);
     pr->loc = decl->loc;
     pr->modality = MOD_OTHER;
     pr->batch = 1;
@@ -167,7 +167,7 @@ Protocol *protocol_resolve(Program *p, Ast *decl, Override *ov, int nov)
         read_names(&S, f, pr->channels, MAX_CHANNELS, &pr->nchannels, "channel");
     else {
         pr->nchannels = 1;
-        pr->channels[0] = strdup("image");
+        pr->channels[0] = xstrdup("image");
     }
     if ((f = field_find(decl, "size", "protocol", ov, nov)))
         pr->rank = field_sizes(&S, f, pr->size);

@@ -12,6 +12,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "fields.h"
+#include "util.h"
 
 #include <fnmatch.h>
 #include <stdlib.h>
@@ -73,8 +74,7 @@ static TrainCall *default_augment(Sema *S, int rank, int *n)
     static const char *names[] = { "rotate", "scale", "noise", "blur", "brightness", "contrast",
                                    "lowres", "gamma", "gamma", "mirror" };
     int count = (int)(sizeof names / sizeof names[0]);
-    TrainCall *calls = calloc((size_t)count, sizeof *calls);
-    if (!calls) { fputs("netc: out of memory\n", stderr); exit(70); }
+    TrainCall *calls = xcalloc((size_t)count, sizeof *calls);
     for (int i = 0; i < count; i++) {
         Value v = { .kind = V_SYM, .s = names[i], .loc = NO_LOC };
         read_call(S, &v, augmentations, "augmentation", rank, &calls[i]);
@@ -270,8 +270,7 @@ static bool same_variant(const FnSpec *table, const TrainCall *a, const TrainCal
 
 static TrainCall *read_calls(Sema *S, const Ast *f, const FnSpec *table, const char *what, int rank, int *n)
 {
-    TrainCall *calls = calloc((size_t)(f->list.n ? f->list.n : 1), sizeof *calls);
-    if (!calls) { fputs("netc: out of memory\n", stderr); exit(70); }
+    TrainCall *calls = xcalloc((size_t)(f->list.n ? f->list.n : 1), sizeof *calls);
     *n = 0;
     for (int i = 0; i < f->list.n; i++) {
         Value v = eval_field(S, f->list.items[i]);
@@ -293,10 +292,9 @@ TrainSpec *train_resolve(Program *p, Ast *decl, const Protocol *pr, Override *ov
     Sema S;
     sema_init(&S, p);
     frame_push(&S, true);
-    TrainSpec *t = calloc(1, sizeof *t);
-    if (!t) { fputs("netc: out of memory\n", stderr); exit(70); }
-    t->net = strdup(decl->str);
-    t->protocol = strdup(decl->str2);
+    TrainSpec *t = xcalloc(1, sizeof *t);
+    t->net = xstrdup(decl->str);
+    t->protocol = xstrdup(decl->str2);
     t->loc = decl->loc;
     /* nnU-Net's defaults */
     t->batch = 2;
@@ -328,7 +326,7 @@ TrainSpec *train_resolve(Program *p, Ast *decl, const Protocol *pr, Override *ov
     if ((f = field_find(decl, "schedule", "train", ov, nov)))
         t->schedule = read_calls(&S, f, schedules, "schedule", pr->rank, &t->nschedule);
     else {   /* nnU-Net: poly(0.9) */
-        t->schedule = calloc(1, sizeof *t->schedule);
+        t->schedule = xcalloc(1, sizeof *t->schedule);
         Value poly = { .kind = V_SYM, .s = "poly", .loc = decl->loc };
         read_call(&S, &poly, schedules, "schedule", pr->rank, &t->schedule[0]);
         t->nschedule = 1;
@@ -362,8 +360,8 @@ TrainSpec *train_resolve(Program *p, Ast *decl, const Protocol *pr, Override *ov
             memcpy(t->patch, tmp, sizeof tmp);
     }
     if ((f = field_find(decl, "freeze", "train", ov, nov))) {
-        t->freeze = calloc((size_t)f->list.n + 1, sizeof(char *));
-        t->freeze_loc = calloc((size_t)f->list.n + 1, sizeof(SrcLoc));
+        t->freeze = xcalloc((size_t)f->list.n + 1, sizeof(char *));
+        t->freeze_loc = xcalloc((size_t)f->list.n + 1, sizeof(SrcLoc));
         for (int i = 0; i < f->list.n; i++) {
             Value v = eval_field(&S, f->list.items[i]);
             if (v.kind == V_ERROR) continue;
@@ -372,7 +370,7 @@ TrainSpec *train_resolve(Program *p, Ast *decl, const Protocol *pr, Override *ov
                 continue;
             }
             t->freeze_loc[t->nfreeze] = v.loc;
-            t->freeze[t->nfreeze++] = strdup(v.s);
+            t->freeze[t->nfreeze++] = xstrdup(v.s);
         }
     }
     if ((f = field_find(decl, "init", "train", ov, nov))) {
@@ -381,7 +379,7 @@ TrainSpec *train_resolve(Program *p, Ast *decl, const Protocol *pr, Override *ov
             if (v.kind != V_STR)
                 diag_error(S.diag, v.loc, "`init` is the path of a safetensors file, in quotes");
             else
-                t->init_weights = strdup(v.s);
+                t->init_weights = xstrdup(v.s);
         }
     }
     fields_check_overrides(&S, "train", known_fields, ov, nov);
@@ -433,8 +431,7 @@ bool name_matches(const char *pattern, const char *name)
 {
     if (fnmatch(pattern, name, 0) == 0) return true;
     size_t n = strlen(name);
-    char *prefix = malloc(n + 1);
-    if (!prefix) return false;
+    char *prefix = xmalloc(n + 1);
     bool hit = false;
     for (size_t i = 0; i < n && !hit; i++) {
         if (name[i] != '.') continue;

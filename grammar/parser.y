@@ -24,6 +24,7 @@
 
 %code requires {
 #include "ast.h"
+#include "util.h"
 #include "lex_state.h"
 typedef void *yyscan_t;
 }
@@ -306,8 +307,8 @@ postfix
                                           }
                                         }
     | postfix '.' IDENT                 { $$ = mk(LS, A_MEMBER, span(LS, @1, @3)); $$->a = $1; $$->str = $3; $$ = fin(LS, $$); }
-    | postfix '.' INT                   { $$ = mk(LS, A_MEMBER, span(LS, @1, @3)); $$->a = $1; char b[32]; snprintf(b, sizeof b, "%lld", (long long)$3); $$->str = strdup(b); $$ = fin(LS, $$); }
-    | postfix DOTSTAR                   { $$ = mk(LS, A_MEMBER, span(LS, @1, @2)); $$->a = $1; $$->str = strdup("*"); $$ = fin(LS, $$); }
+    | postfix '.' INT                   { $$ = mk(LS, A_MEMBER, span(LS, @1, @3)); $$->a = $1; char b[32]; snprintf(b, sizeof b, "%lld", (long long)$3); $$->str = xstrdup(b); $$ = fin(LS, $$); }
+    | postfix DOTSTAR                   { $$ = mk(LS, A_MEMBER, span(LS, @1, @2)); $$->a = $1; $$->str = xstrdup("*"); $$ = fin(LS, $$); }
     ;
 
 primary
