@@ -147,35 +147,28 @@ static void index_file(Program *p, int file, int depth)
     }
 }
 
-static Program *program_new(Diag *d)
+/* A program whose main file is Diag file `f` (named `name`): parse it and,
+ * recursively, its imports. */
+static Program *program_start(Diag *d, int f, const char *name)
 {
-    Program *p = xmalloc(sizeof *p);
-    memset(p, 0, sizeof *p);
+    Program *p = xcalloc(1, sizeof *p);
     p->diag = d;
+    p->main_file = f;
+    remember(p, name);
+    index_file(p, f, 0);
+    p->load_errors = d->nerrors;
     return p;
 }
 
 Program *program_load(Diag *d, const char *path)
 {
     int f = diag_load_file(d, path);
-    if (f < 0) return NULL;
-    Program *p = program_new(d);
-    p->main_file = f;
-    remember(p, path);
-    index_file(p, f, 0);
-    p->load_errors = d->nerrors;
-    return p;
+    return f < 0 ? NULL : program_start(d, f, path);
 }
 
 Program *program_from_text(Diag *d, const char *name, const char *text, size_t len)
 {
-    int f = diag_add_source(d, name, text, len);
-    Program *p = program_new(d);
-    p->main_file = f;
-    remember(p, name);
-    index_file(p, f, 0);
-    p->load_errors = d->nerrors;
-    return p;
+    return program_start(d, diag_add_source(d, name, text, len), name);
 }
 
 void program_free(Program *p)
