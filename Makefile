@@ -74,6 +74,7 @@ $(BUILD)/test_netc: $(TEST_OBJ) $(BUILD)/libnetc.a
 test: $(BUILD)/netc $(BUILD)/test_netc
 	$(BUILD)/test_netc
 	NETC=$(BUILD)/netc tests/cli_test.sh
+	/usr/bin/python3 tools/compare_with_torch.py --netc $(BUILD)/netc
 
 test-unit: $(BUILD)/test_netc
 	$(BUILD)/test_netc
