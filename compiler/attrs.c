@@ -39,7 +39,10 @@ static bool need_int(Sema *S, const char *op, const AttrSpec *sp, const Value *v
 {
     if (v->kind == V_INT) { *out = v->i; return true; }
     if (v->kind == V_SYM) { sema_unknown_name(S, v->s, v->loc); return false; }
-    diag_error(S->diag, v->loc, "%s: `%s` must be an integer, not %s", op, sp->name, value_kind_name(v->kind));
+    if (v->kind == V_FLOAT)
+        diag_error(S->diag, v->loc, "%s: `%s` must be a whole number, not %g", op, sp->name, v->f);
+    else
+        diag_error(S->diag, v->loc, "%s: `%s` must be an integer, not %s", op, sp->name, value_kind_name(v->kind));
     return false;
 }
 
@@ -78,7 +81,7 @@ static bool set_axes(Sema *S, const char *op, const AttrSpec *sp, const Value *v
 static bool set_padding(Sema *S, const char *op, const AttrSpec *sp, const Value *v, Padding *p)
 {
     int rank = S->rank;
-    if (v->kind == V_SYM) {
+    if (v->kind == V_SYM || v->kind == V_STR) {
         if (strcmp(v->s, "same") == 0) { p->mode = PAD_SAME; return true; }
         if (strcmp(v->s, "valid") == 0) { p->mode = PAD_VALID; return true; }
         Suggest sg;

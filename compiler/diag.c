@@ -203,9 +203,13 @@ void diag_error(Diag *d, SrcLoc loc, const char *fmt, ...)
 
 void diag_warning(Diag *d, SrcLoc loc, const char *fmt, ...)
 {
-    d->nwarnings++;
     if (d->nerrors > DIAG_MAX_ERRORS) return;
     va_list ap;
+    va_start(ap, fmt);
+    bool seen = already_seen(d, loc, fmt, ap);
+    va_end(ap);
+    if (seen) return;
+    d->nwarnings++;
     va_start(ap, fmt);
     emit(d, "warning", loc, fmt, ap);
     va_end(ap);

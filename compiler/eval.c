@@ -410,7 +410,13 @@ static Value lookup_index(Sema *S, const Ast *n)
 static Value eval_ident(Sema *S, const Ast *n, bool sym_ok)
 {
     Binding *b = env_lookup(S, n->str);
-    if (b) { Value v = b->value; if (v.kind != V_TENSOR && v.kind != V_LAYER) v.loc = n->loc; return v; }
+    if (b) {
+        Value v = b->value;
+        /* numbers report where they are used; tensors, layers and symbols
+         * where they were made (a misspelled `b(vaild)` points at the call) */
+        if (v.kind != V_TENSOR && v.kind != V_LAYER && v.kind != V_SYM) v.loc = n->loc;
+        return v;
+    }
     OpKind op = op_lookup(n->str);
     if (op != OP_COUNT) return op_layer(S, op, n->loc);
     Ast *blk = program_find(&S->prog->blocks, n->str);

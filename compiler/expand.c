@@ -146,6 +146,7 @@ Value call_value(Sema *S, Value callee, const Ast *call)
          * tensors come after the chained one, so x -> concat(skip) is
          * concat(x, skip). */
         int wants = c->kind == LAYER_OP ? op_table[c->op].min_inputs : count_inputs(&c->block->list);
+        if (c->kind == LAYER_OP && c->op == OP_CROP && c->nargs == 0) wants = 2;   /* x -> crop(ref) */
         if (nt < wants) {
             c->bound = tensors;
             c->nbound = nt;
@@ -351,7 +352,8 @@ Value tensor_binop(Sema *S, int op, Value a, Value b, SrcLoc loc)
         return make_node(S, OP_SCALE, &ten.tensor, 1, &at, loc);
     }
     if (num.kind == V_ERROR) return num;
-    diag_error(S->diag, loc, "`%s` of a tensor and %s is not defined", ast_op_text(op), value_kind_name(num.kind));
+    diag_error(S->diag, loc, "`%s` of a tensor and a %s is not defined (tensors support +, *, and * or / by a number)",
+               ast_op_text(op), value_kind_name(num.kind));
     return value_error();
 }
 
@@ -799,7 +801,7 @@ Graph *expand_net(Program *p, Ast *net, const Protocol *pr, const ExpandShape *s
         if (t->shape.rank < 2) continue;
         int64_t c = t->shape.d[1];
         if (c != pr->nclasses && !(c == 1 && pr->nclasses == 2)) {
-            diag_error(p->diag, S.g->outputs[i].loc, "output `%s` has %lld channels but protocol %s has %d classes",
+            diag_error(p->diag, S.g->outputs[i].loc, "output `%s` has %lld channel(s) but protocol %s has %d classes",
                        S.g->outputs[i].name, (long long)c, pr->name, pr->nclasses);
         }
     }

@@ -34,7 +34,7 @@ static const char *usage_main =
     "The language is described in docs/language.md.\n";
 
 static const char *usage_check =
-    "usage: netc check FILE [--protocol NAME] [--net NAME] [--train] [-D KEY=VALUE ...]\n"
+    "usage: netc check FILE [--protocol NAME] [--net NAME] [--train] [-D KEY=VALUE ...] [-q]\n"
     "\n"
     "Reads FILE and its imports, checks the chosen net against the chosen protocol,\n"
     "infers every tensor shape and prints one line per layer:\n"
@@ -210,7 +210,10 @@ static void attr_default(const AttrSpec *s, char *buf, size_t n)
         if (s->def == 0 && strcmp(s->name, "stride") == 0) snprintf(buf, n, "= kernel");
         else snprintf(buf, n, "= %lld", (long long)s->def);
         break;
-    case AT_PADDING: snprintf(buf, n, "= %s", s->enum_values ? s->enum_values : "valid"); break;
+    case AT_PADDING:   /* a positional amount (crop, pad) has no default */
+        if (s->position >= 0) snprintf(buf, n, "= none");
+        else snprintf(buf, n, "= %s", s->enum_values ? s->enum_values : "valid");
+        break;
     case AT_ENUM: {
         const char *p = s->enum_values;
         for (int k = 0; k < (int)s->def && p; k++) { p = strchr(p, '|'); if (p) p++; }
@@ -232,7 +235,8 @@ static int cmd_ops(int argc, char **argv)
         const OpInfo *op = &op_table[k];
         printf("%-15s %s\n", op->name, op->summary ? op->summary : "");
         printf("%-15s inputs: %d%s", "", op->min_inputs,
-               op->max_inputs < 0 ? " or more" : op->max_inputs != op->min_inputs ? " or 2" : "");
+               op->max_inputs < 0 ? " or more" : op->max_inputs != op->min_inputs ? " to" : "");
+        if (op->max_inputs > op->min_inputs) printf(" %d", op->max_inputs);
         printf("   kind: %s\n", fusion_kind_name(op->kind));
         for (const AttrSpec *s = op->attrs; s && s->name; s++) {
             char def[64];

@@ -48,7 +48,7 @@ static bool read_names(Sema *S, const Ast *f, char **names, int max, int *count,
         if (v.kind == V_ERROR) return false;
         if (v.kind == V_INT) {
             if (v.i < 1 || v.i > max) {
-                diag_error(S->diag, v.loc, "`%s` must be between 1 and %d", f->str, max);
+                diag_error(S->diag, v.loc, "`%s` must be between 1 and %d, not %lld", f->str, max, (long long)v.i);
                 return false;
             }
             *count = (int)v.i;
@@ -165,7 +165,7 @@ Protocol *protocol_resolve(Program *p, Ast *decl, Override *ov, int nov)
     }
     if ((f = field_find(decl, "channels", "protocol", ov, nov)))
         read_names(&S, f, pr->channels, MAX_CHANNELS, &pr->nchannels, "channel");
-    else {
+    if (pr->nchannels == 0) {   /* none given, or an error was reported: one channel */
         pr->nchannels = 1;
         pr->channels[0] = xstrdup("image");
     }

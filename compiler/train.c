@@ -239,7 +239,10 @@ static bool read_call(Sema *S, const Value *v, const FnSpec *table, const char *
             while (pos < np && (fs->p[pos].kind == P_AXES || fs->p[pos].kind == P_FLAG)) pos++;
             k = pos++;
             if (k >= np) {
-                diag_error(S->diag, a->loc, "%s takes at most %d argument%s", fs->name, np, np == 1 ? "" : "s");
+                int npos = 0;
+                for (int j = 0; j < np; j++) npos += fs->p[j].kind != P_AXES && fs->p[j].kind != P_FLAG;
+                diag_error(S->diag, a->loc, "%s takes at most %d value%s by position (name the others)", fs->name,
+                           npos, npos == 1 ? "" : "s");
                 ok = false;
                 continue;
             }
