@@ -438,7 +438,7 @@ static Value apply_block(Sema *S, Layer *l, const int *ts, int nt, SrcLoc loc)
                 ok = false;
                 continue;
             }
-            vals[k] = eval(S, pd->a);
+            vals[k] = eval_sym(S, pd->a);   /* a default may be a symbol: pad = valid */
             if (vals[k].kind == V_ERROR) { ok = false; continue; }
         }
         env_define(S, pd->str, vals[k], false);
@@ -771,7 +771,7 @@ Graph *expand_net(Program *p, Ast *net, const Protocol *pr, const ExpandShape *s
                 env_define(&S, pd->str, value_error(), false);
                 continue;
             }
-            v = eval(&S, pd->a);
+            v = eval_sym(&S, pd->a);
         }
         env_define(&S, pd->str, v, false);
     }
