@@ -25,9 +25,11 @@ import torch_param_counts as twins
 
 
 def netc_params(netc, net):
-    out = subprocess.run([netc, "graph", f"netdefs/{net}.net", "--json"], check=True,
-                         capture_output=True, text=True).stdout
-    g = json.loads(out)
+    r = subprocess.run([netc, "graph", f"netdefs/{net}.net", "--json"], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"{net}: netc failed (exit {r.returncode}):\n{r.stderr}", end="")
+        return None
+    g = json.loads(r.stdout)
     return {p["name"]: (tuple(g["tensors"][p["tensor"]]["shape"]), "param" if p["trainable"] else "buffer")
             for p in g["params"]}
 
@@ -48,6 +50,9 @@ def main():
     failed = 0
     for net in a.nets or list(twins.NETS):
         ours, theirs = netc_params(a.netc, net), torch_params(net)
+        if ours is None:
+            failed += 1
+            continue
         missing = sorted(set(theirs) - set(ours))
         extra = sorted(set(ours) - set(theirs))
         differ = sorted(n for n in set(ours) & set(theirs) if ours[n] != theirs[n])
