@@ -78,6 +78,20 @@ static bool layer_fresh(const Layer *l)
     return (l->kind == LAYER_OP || l->kind == LAYER_BLOCK) && !l->args && !l->bound;
 }
 
+/* Positional arguments that are bare names bound to nothing are almost
+ * always misspelled tensors: report each as an unknown name.  Returns
+ * whether there was one. */
+static bool blame_stray_names(Sema *S, const Arg *args, int nargs)
+{
+    bool blamed = false;
+    for (int k = 0; k < nargs; k++)
+        if (!args[k].name && args[k].value.kind == V_SYM) {
+            sema_unknown_name(S, args[k].value.s, args[k].loc);
+            blamed = true;
+        }
+    return blamed;
+}
+
 Value call_value(Sema *S, Value callee, const Ast *call)
 {
     if (callee.kind != V_LAYER) {
@@ -106,13 +120,7 @@ Value call_value(Sema *S, Value callee, const Ast *call)
             if (nargs > 0) {
                 /* concat(skp, x) with `skp` misspelled: the stray name is the
                  * real mistake, not the argument order */
-                bool blamed = false;
-                for (int k = 0; k < nargs; k++)
-                    if (!args[k].name && args[k].value.kind == V_SYM) {
-                        sema_unknown_name(S, args[k].value.s, args[k].loc);
-                        blamed = true;
-                    }
-                if (!blamed)
+                if (!blame_stray_names(S, args, nargs))
                     diag_error(S->diag, a->loc, "tensor arguments come before the other arguments");
                 failed = true;
                 break;
@@ -155,13 +163,7 @@ Value call_value(Sema *S, Value callee, const Ast *call)
         return apply_layer(S, c, tensors, nt, call->loc);
     }
     if (nargs > 0) {
-        bool blamed = false;
-        for (int k = 0; k < nargs; k++)
-            if (!args[k].name && args[k].value.kind == V_SYM) {
-                sema_unknown_name(S, args[k].value.s, args[k].loc);   /* conv(2, 1)(imag) */
-                blamed = true;
-            }
-        if (!blamed)
+        if (!blame_stray_names(S, args, nargs))   /* conv(2, 1)(imag) */
             diag_error(S->diag, args[0].loc, "`%s` already has its arguments; call it with tensors only, as in %s(...)(x)",
                        l->name, l->name);
         return value_error();
