@@ -7,14 +7,17 @@ WARN    := -Wall -Wextra -Werror
 OPT     ?= -O2 -g
 BUILD   ?= build
 SAN     :=
-CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -Icompiler -Igrammar -I$(BUILD)/gen $(CFLAGS)
+CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -Icompiler -Iruntime -Igrammar -I$(BUILD)/gen -I/usr/include/cjson $(CFLAGS)
+LIBS       = -lcjson -lm
 
 CHECK_CFLAGS = $(shell pkg-config --cflags check)
 CHECK_LIBS   = $(shell pkg-config --libs check)
 
 COMPILER_SRC := $(filter-out compiler/main.c,$(wildcard compiler/*.c))
+RUNTIME_SRC  := $(wildcard runtime/*.c)
 GEN_SRC      := $(BUILD)/gen/parser.c $(BUILD)/gen/lexer.c
 LIB_OBJ      := $(patsubst compiler/%.c,$(BUILD)/obj/%.o,$(COMPILER_SRC)) \
+                $(patsubst runtime/%.c,$(BUILD)/obj/runtime/%.o,$(RUNTIME_SRC)) \
                 $(BUILD)/obj/parser.o $(BUILD)/obj/lexer.o
 TEST_SRC     := $(wildcard tests/*.c)
 TEST_OBJ     := $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(TEST_SRC))
@@ -56,6 +59,10 @@ $(BUILD)/obj/%.o: compiler/%.c $(BUILD)/gen/parser.h | $(DEPSTAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -MMD -c -o $@ $<
 
+$(BUILD)/obj/runtime/%.o: runtime/%.c $(BUILD)/gen/parser.h | $(DEPSTAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -c -o $@ $<
+
 $(BUILD)/obj/tests/%.o: tests/%.c $(BUILD)/gen/parser.h | $(DEPSTAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(CHECK_CFLAGS) -DNETC_SOURCE_DIR='"$(CURDIR)"' -MMD -c -o $@ $<
@@ -65,10 +72,10 @@ $(BUILD)/libnetc.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/netc: $(BUILD)/obj/main.o $(BUILD)/libnetc.a
-	$(CC) $(CFLAGS_ALL) -o $@ $^ -lm
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LIBS)
 
 $(BUILD)/test_netc: $(TEST_OBJ) $(BUILD)/libnetc.a
-	$(CC) $(CFLAGS_ALL) -o $@ $^ $(CHECK_LIBS) -lm
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(CHECK_LIBS) $(LIBS)
 
 # ---- tests -------------------------------------------------------------
 test: $(BUILD)/netc $(BUILD)/test_netc

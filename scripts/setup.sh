@@ -15,6 +15,7 @@ PACKAGES=(
   llvm-16-dev                     # LLVM-C backend (later issues; linked now)
   check libsubunit-dev            # unit tests
   libnifti2-dev zlib1g-dev        # NIfTI I/O (runtime)
+  libcjson-dev                    # JSON: safetensors headers, dataset.json (runtime)
   clang libclang-rt-14-dev        # libFuzzer harness for the front end
   python3-torch python3-numpy     # PyTorch reference for parameter counts / cross-checks
   graphviz                        # `netc graph --dot` rendering in docs/tests (optional use)
