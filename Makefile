@@ -7,8 +7,8 @@ WARN    := -Wall -Wextra -Werror
 OPT     ?= -O2 -g
 BUILD   ?= build
 SAN     :=
-CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -Icompiler -Iruntime -Igrammar -I$(BUILD)/gen -I/usr/include/cjson $(CFLAGS)
-LIBS       = -lcjson -lm
+CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -Icompiler -Iruntime -Igrammar -I$(BUILD)/gen -I/usr/include/cjson -I/usr/include/nifti $(CFLAGS)
+LIBS       = -lcjson -lniftiio -lznz -lz -lm
 
 CHECK_CFLAGS = $(shell pkg-config --cflags check)
 CHECK_LIBS   = $(shell pkg-config --libs check)
@@ -82,6 +82,9 @@ test: $(BUILD)/netc $(BUILD)/test_netc
 	$(BUILD)/test_netc
 	NETC=$(BUILD)/netc tests/cli_test.sh
 	/usr/bin/python3 tools/compare_with_torch.py --netc $(BUILD)/netc
+	@rm -rf $(BUILD)/refdump
+	NETC_REF_DUMP=$(BUILD)/refdump CK_RUN_SUITE=ref $(BUILD)/test_netc >/dev/null
+	/usr/bin/python3 tools/ref_vs_torch.py --netc $(BUILD)/netc --dump $(BUILD)/refdump
 
 test-unit: $(BUILD)/test_netc
 	$(BUILD)/test_netc

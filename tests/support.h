@@ -42,5 +42,8 @@ Suite *frontend_suite(void);
 Suite *expand_suite(void);
 Suite *netdefs_suite(void);
 Suite *golden_suite(void);
+Suite *nifti_suite(void);
+Suite *ref_suite(void);
+Suite *safetensors_suite(void);
 
 #endif

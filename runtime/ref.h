@@ -1,0 +1,74 @@
+/* ref.h — the reference executor: a plain, obviously-correct C implementation
+ * of every L1 op, executing a Graph node by node in topological order.
+ *
+ * It is the ground truth the fast backends are tested against, so clarity
+ * wins over speed: float32 storage, double accumulation, one loop nest per
+ * op written once over three spatial dimensions (1D and 2D tensors are
+ * treated as D = 1 (and H = 1) internally; the Graph keeps their own ranks).
+ * Semantics are PyTorch's; see ref.c for the few conventions PyTorch leaves
+ * open (RNG, focal loss, dice sign).
+ *
+ * Storage: one buffer per graph tensor (s->buf[t], numel(t) elements,
+ * rank-0 tensors hold one).  Int32 tensors (labels) use the same buffer
+ * reinterpreted: write them through ref_i32().
+ *
+ * Random numbers (documented contract, the backends must reproduce it):
+ *   - generator: splitmix64; a uniform double in [0, 1) is (x >> 11) * 2^-53;
+ *     a standard normal is Box-Muller, z = sqrt(-2 ln(1 - u1)) cos(2 pi u2),
+ *     one normal per two uniforms (the sine half is discarded).
+ *   - ref_init_params: parameter p (index into g->params) draws from a
+ *     generator seeded with seed ^ (0x9E3779B97F4A7C15 * (p + 1)), elements
+ *     in row-major order.
+ *   - dropout (training only): node i draws from a generator seeded with
+ *     seed ^ (0xD1B54A32D192ED03 * (i + 1)); element j (row-major) draws u_j
+ *     and is zeroed when u_j < p, else multiplied by 1 / (1 - p).
+ */
+#ifndef NETC_REF_H
+#define NETC_REF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "graph.h"
+
+typedef struct {
+    int ntensors;
+    float **buf;          /* per graph tensor; int32 tensors reinterpret */
+    int64_t *numel;       /* elements per tensor (1 for rank 0) */
+} RefState;
+
+/* Allocates (zeroed) every tensor of `g`; NULL if out of memory. */
+RefState *ref_new(const Graph *g);
+void ref_free(RefState *s);
+
+static inline float *ref_f32(RefState *s, int t) { return s->buf[t]; }
+static inline int32_t *ref_i32(RefState *s, int t) { return (int32_t *)(void *)s->buf[t]; }
+
+/* Initializes every parameter and buffer per its Param.init rule:
+ * He normal/uniform with negative slope a (std = sqrt(2 / (1 + a^2) / fan_in),
+ * bound = sqrt(6 / (1 + a^2) / fan_in)), Xavier normal/uniform
+ * (std = sqrt(2 / (fan_in + fan_out)), bound = sqrt(6 / (fan_in + fan_out))),
+ * zeros, ones, const a. */
+void ref_init_params(const Graph *g, RefState *s, uint64_t seed);
+
+/* Runs every node.  Inputs (and labels) must be filled by the caller.
+ * training: batchnorm uses batch statistics and updates its running
+ * statistics in place; dropout is active.  Returns 0, or -1 with a message
+ * in err (e.g. a label out of range). */
+int ref_forward(const Graph *g, RefState *s, bool training, uint64_t seed, char *err, size_t errlen);
+
+/* Runs node `i` alone (inputs must hold values). */
+int ref_run_node(const Graph *g, RefState *s, int i, bool training, uint64_t seed, char *err,
+                 size_t errlen);
+
+/* The generator (exposed so tests and tools can reproduce draws). */
+typedef struct { uint64_t s; } RefRng;
+uint64_t ref_rng_next(RefRng *r);
+double ref_rng_uniform(RefRng *r);
+double ref_rng_normal(RefRng *r);
+
+/* Fills a float tensor with uniform values in [lo, hi) from `seed`. */
+void ref_fill_uniform(RefState *s, int t, uint64_t seed, double lo, double hi);
+
+#endif

@@ -1,0 +1,59 @@
+/* ref_internal.h — shared by the reference executor's files (not public). */
+#ifndef NETC_REF_INTERNAL_H
+#define NETC_REF_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "ref.h"
+
+/* An image tensor N, C, spatial... seen as N, C, D, H, W: missing leading
+ * spatial axes have size 1. */
+typedef struct {
+    int64_t n, c, s[3];
+} Geo;
+
+/* What an op implementation gets. */
+typedef struct {
+    const Graph *g;
+    const Node *node;
+    int index;                 /* node index */
+    RefState *st;
+    bool training;
+    uint64_t seed;
+    char *err;
+    size_t errlen;
+} RefCtx;
+
+Geo ref_geo(const Shape *s);
+/* Per-axis attribute padded to 3 axes: missing leading axes get `def`. */
+void ref_axes3(const int64_t *v, int sr, int64_t def, int64_t out[3]);
+/* Element offset of (n, c, d, h, w). */
+static inline int64_t geo_at(const Geo *g, int64_t n, int64_t c, int64_t d, int64_t h, int64_t w)
+{
+    return (((n * g->c + c) * g->s[0] + d) * g->s[1] + h) * g->s[2] + w;
+}
+static inline int64_t geo_sp(const Geo *g) { return g->s[0] * g->s[1] * g->s[2]; }
+
+int ref_fail(const RefCtx *cx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Input j, output, parameter j of the node. */
+const float *ref_in(const RefCtx *cx, int j);
+const Shape *ref_in_shape(const RefCtx *cx, int j);
+float *ref_out(const RefCtx *cx);
+const Shape *ref_out_shape(const RefCtx *cx);
+float *ref_param(const RefCtx *cx, int j);
+
+/* ref_ops.c */
+int ref_conv(const RefCtx *cx);
+int ref_upconv(const RefCtx *cx);
+int ref_pool(const RefCtx *cx, bool is_max);
+int ref_global_avgpool(const RefCtx *cx);
+int ref_upsample(const RefCtx *cx);
+int ref_batchnorm(const RefCtx *cx);
+int ref_instancenorm(const RefCtx *cx);
+
+/* ref_loss.c */
+int ref_loss(const RefCtx *cx);
+
+#endif

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""ref_vs_torch.py — checks netc's reference executor against PyTorch, op by op.
+
+    NETC_REF_DUMP=/tmp/refdump CK_RUN_SUITE=ref build/test_netc
+    tools/ref_vs_torch.py --netc build/netc --dump /tmp/refdump
+
+The ref test suite (tests/test_ref.c, whole-net tests) writes every tensor of
+a forward pass as DIR/<tag>/t<id>.bin (raw float32 / int32, row-major) and
+DIR/<tag>/args.txt (netdef, netc arguments, train|eval).  This tool reads the
+graph from `netc graph --json` with the same arguments and recomputes every
+node in PyTorch from netc's own values of the node's inputs and parameters,
+so an error is pinned to one op.  Parameters are dumped as initialized
+(before a training pass updates the batchnorm running statistics).
+"""
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+torch.set_default_dtype(torch.float64)
+
+
+def load(d, tid, t):
+    dt = np.int32 if t["dtype"] == "i32" else np.float32
+    a = np.fromfile(os.path.join(d, "t%d.bin" % tid), dtype=dt)
+    return torch.from_numpy(a.reshape(t["shape"]).astype(np.int64 if dt == np.int32 else np.float64))
+
+
+def pad_list(padding):
+    """[[lo, hi] per axis D,H,W] -> F.pad order (last axis first)."""
+    out = []
+    for lo, hi in reversed(padding):
+        out += [lo, hi]
+    return out
+
+
+def labels_to(lab, shape):
+    """Labels N,1,S' brought to spatial S: multiple -> every k-th, else centre crop."""
+    sl = [slice(None), slice(None)]
+    for L, S in zip(lab.shape[2:], shape[2:]):
+        if L % S == 0:
+            sl.append(slice(0, L, L // S))
+        else:
+            o = (L - S) // 2
+            sl.append(slice(o, o + S))
+    return lab[tuple(sl)][:, 0]
+
+
+def run_node(n, x, p, sr, training):
+    a = n["attrs"]
+    op = n["op"]
+    conv = [F.conv1d, F.conv2d, F.conv3d][sr - 1]
+    if op == "conv":
+        y = F.pad(x[0], pad_list(a["padding"]))
+        return conv(y, p[0], p[1] if a["bias"] else None, a["stride"], 0, a["dilation"], a["groups"])
+    if op == "upconv":
+        tconv = [F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d][sr - 1]
+        y = tconv(x[0], p[0], p[1] if a["bias"] else None, a["stride"], 0, a["out_pad"], a["groups"], a["dilation"])
+        sl = [slice(None), slice(None)]
+        for i, (lo, hi) in enumerate(a["padding"]):
+            full = y.shape[2 + i] - a["out_pad"][i]
+            sl.append(slice(lo, full - hi + a["out_pad"][i]))
+        return y[tuple(sl)]
+    if op in ("maxpool", "avgpool"):
+        pads = [lo for lo, hi in a["padding"]]
+        assert all(lo == hi for lo, hi in a["padding"]), "asymmetric pool padding"
+        if op == "maxpool":
+            f = [F.max_pool1d, F.max_pool2d, F.max_pool3d][sr - 1]
+            return f(x[0], a["kernel"], a["stride"], pads, ceil_mode=a["ceil"])
+        f = [F.avg_pool1d, F.avg_pool2d, F.avg_pool3d][sr - 1]
+        return f(x[0], a["kernel"], a["stride"], pads, ceil_mode=a["ceil"], count_include_pad=a["count_pad"])
+    if op == "global_avgpool":
+        return x[0].mean(dim=tuple(range(2, 2 + sr)), keepdim=True)
+    if op == "upsample":
+        if a["mode"] == "nearest":
+            return F.interpolate(x[0], scale_factor=a["scale"], mode="nearest")
+        mode = ["linear", "bilinear", "trilinear"][sr - 1]
+        return F.interpolate(x[0], scale_factor=a["scale"], mode=mode, align_corners=a["align_corners"])
+    if op == "concat":
+        return torch.cat(x, dim=1)
+    if op == "crop":
+        ref = x[1] if len(x) > 1 else None
+        sl = [slice(None), slice(None)]
+        for i in range(sr):
+            size = x[0].shape[2 + i]
+            if ref is not None:
+                lo = (size - ref.shape[2 + i]) // 2
+                sl.append(slice(lo, lo + ref.shape[2 + i]))
+            else:
+                lo, hi = a["amount"][i]
+                sl.append(slice(lo, size - hi))
+        return x[0][tuple(sl)]
+    if op == "pad":
+        mode = {"zero": "constant", "reflect": "reflect", "replicate": "replicate"}[a["mode"]]
+        kw = {"value": a["value"]} if mode == "constant" else {}
+        return F.pad(x[0], pad_list(a["amount"]), mode=mode, **kw)
+    if op == "add":
+        y = x[0]
+        for t in x[1:]:
+            y = y + t
+        return y
+    if op == "mul":
+        return x[0] * x[1]
+    if op == "scale":
+        return x[0] * a["factor"]
+    if op == "batchnorm":
+        w, b = (p[0], p[1]) if a["affine"] else (None, None)
+        rm, rv = p[-2].clone(), p[-1].clone()
+        return F.batch_norm(x[0], rm, rv, w, b, training, a["momentum"], a["eps"])
+    if op == "instancenorm":
+        w, b = (p[0], p[1]) if a["affine"] else (None, None)
+        return F.instance_norm(x[0], weight=w, bias=b, eps=a["eps"])
+    if op == "relu":
+        return F.relu(x[0])
+    if op == "leaky_relu":
+        return F.leaky_relu(x[0], a["slope"])
+    if op == "prelu":
+        return F.prelu(x[0], p[0])
+    if op == "elu":
+        return F.elu(x[0], a["alpha"])
+    if op == "sigmoid":
+        return torch.sigmoid(x[0])
+    if op == "tanh":
+        return torch.tanh(x[0])
+    if op == "softmax":
+        return torch.softmax(x[0], dim=1)
+    if op == "dropout":
+        if training:
+            return None     # netc's generator is its own; not comparable
+        return x[0]
+    if op in ("ce", "dice", "focal"):
+        logits, lab = x[0], labels_to(x[1], x[0].shape)
+        if op == "ce":
+            w = torch.tensor(a["weight"]) if a["weight"] else None
+            return F.cross_entropy(logits, lab, weight=w, ignore_index=a["ignore"])
+        if op == "focal":
+            keep = lab != a["ignore"] if a["ignore"] >= 0 else torch.ones_like(lab, dtype=torch.bool)
+            lsm = torch.log_softmax(logits, 1)
+            lpt = lsm.gather(1, lab.clamp(min=0).unsqueeze(1))[:, 0]
+            alpha = torch.where(lab >= 1, torch.tensor(a["alpha"]), torch.tensor(1 - a["alpha"]))
+            l = -alpha * (1 - lpt.exp()) ** a["gamma"] * lpt
+            return l[keep].mean()
+        # dice: nnU-Net v2 SoftDiceLoss
+        prob = torch.softmax(logits, 1)
+        onehot = F.one_hot(lab, logits.shape[1]).movedim(-1, 1).to(prob.dtype)
+        axes = tuple([0] if a["batch"] else []) + tuple(range(2, 2 + sr))
+        tp = (prob * onehot).sum(axes)
+        fp = (prob * (1 - onehot)).sum(axes)
+        fn = ((1 - prob) * onehot).sum(axes)
+        dc = (2 * tp + a["smooth"]) / torch.clip(2 * tp + fp + fn + a["smooth"], 1e-8)
+        if not a["background"]:
+            dc = dc[1:] if a["batch"] else dc[:, 1:]
+        return -dc.mean()
+    raise SystemExit("unknown op " + op)
+
+
+def check(netc, d, tol):
+    with open(os.path.join(d, "args.txt")) as f:
+        path, args, mode = [l.rstrip("\n") for l in f.readlines()[:3]]
+    training = mode == "train"
+    out = subprocess.run([netc, "graph", path] + shlex.split(args) + ["--json"],
+                         check=True, capture_output=True, text=True).stdout
+    g = json.loads(out)
+    sr = g["spatial_rank"]
+    T = g["tensors"]
+    vals = {}
+
+    def val(tid):
+        if tid not in vals:
+            vals[tid] = load(d, tid, T[tid])
+        return vals[tid]
+
+    worst, worst_node = 0.0, None
+    for n in g["nodes"]:
+        x = [val(t) for t in n["inputs"]]
+        p = [val(g["params"][i]["tensor"]) for i in n["params"]]
+        want = run_node(n, x, p, sr, training)
+        if want is None:
+            continue
+        got = val(n["output"])
+        if tuple(want.shape) != tuple(got.shape):
+            print("%s: %s shape %s, torch %s" % (d, n["name"], tuple(got.shape), tuple(want.shape)))
+            return False
+        err = ((got - want).abs() / (1 + want.abs())).max().item()
+        if err > worst:
+            worst, worst_node = err, n["name"] + " (" + n["op"] + ")"
+    ok = worst <= tol
+    print("%-40s %-5s %3d nodes, worst relative error %.2e at %s: %s"
+          % (os.path.basename(d), mode, len(g["nodes"]), worst, worst_node, "ok" if ok else "FAIL"))
+    return ok
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--netc", default="build/netc")
+    ap.add_argument("--dump", required=True, help="folder written with NETC_REF_DUMP")
+    ap.add_argument("--tol", type=float, default=1e-4)
+    o = ap.parse_args()
+    dirs = sorted(os.path.join(o.dump, e) for e in os.listdir(o.dump)
+                  if os.path.exists(os.path.join(o.dump, e, "args.txt")))
+    if not dirs:
+        raise SystemExit("no dumps in " + o.dump)
+    results = [check(o.netc, d, o.tol) for d in dirs]
+    print("ref-vs-torch: %d passed, %d failed" % (sum(results), len(results) - sum(results)))
+    sys.exit(0 if all(results) else 1)
+
+
+if __name__ == "__main__":
+    main()
