@@ -161,7 +161,8 @@ Graph *netc_compile(Program *p, CompileOptions *o)
         else graph_free(tg);
     }
     train_free(ts);
-    protocol_free(pr);
+    if (o->protocol_out && g) *o->protocol_out = pr;
+    else protocol_free(pr);
     return g;
 }
 

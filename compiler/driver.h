@@ -10,6 +10,7 @@ typedef struct {
     bool train;             /* return the training graph (net at the train patch + losses) */
     Override *ov;           /* -D overrides (text in, parsed value out) */
     int nov;
+    Protocol **protocol_out;  /* if set, receives the checked protocol (caller frees) */
 } CompileOptions;
 
 /* Choose net and protocol, check protocol and train block, expand.  Returns

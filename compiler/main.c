@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "infer_ref.h"
 #include "util.h"
 
 #define NETC_VERSION "0.1.0"
@@ -28,6 +29,8 @@ static const char *usage_main =
     "               output shape, parameter count and FLOPs\n"
     "  graph FILE   print the L1 graph as Graphviz DOT (--dot) or JSON (--json)\n"
     "  ops          list every op with its arguments and defaults\n"
+    "  run FILE     segment a volume with the reference executor (--input, --output)\n"
+    "  init FILE    write freshly initialised weights as safetensors (-o)\n"
     "\n"
     "Run `netc COMMAND --help` for a command's options.\n"
     "A first try:  netc check netdefs/unet2d.net\n"
@@ -62,6 +65,32 @@ static const char *usage_graph =
     "OUT is replaced only when the whole graph was written.\n"
     "Other options as for `netc check`.\n";
 
+static const char *usage_run =
+    "usage: netc run FILE --input IMG.nii.gz [--input ...] --output OUT.nii.gz\n"
+    "                [--weights W.safetensors [--map NAMES.txt]] [--backend ref]\n"
+    "                [--probabilities] [--seed N] [--protocol NAME] [--net NAME] [-D KEY=VALUE ...]\n"
+    "\n"
+    "Segments one volume with the net compiled for the protocol: reads the input\n"
+    "(one NIfTI file per channel, or one 4D file), normalizes it as the protocol\n"
+    "says, runs the forward pass, and writes the label map (argmax over classes;\n"
+    "uint8) on the input's grid, or with --probabilities the softmax as a 4D\n"
+    "float volume. The input must have the protocol's patch size, z x y x x\n"
+    "(sliding-window inference over whole scans comes with the runtime).\n"
+    "\n"
+    "  --weights W   safetensors file with every parameter under netc's names\n"
+    "                (`netc check` lists them); --map renames `theirs ours` lines;\n"
+    "                without --weights the parameters are initialised from --seed\n"
+    "  --backend B   ref (the reference executor, the only one so far)\n"
+    "\n"
+    "Exit status: 0 written, 1 an input or the net is wrong, 2 bad command line.\n";
+
+static const char *usage_init =
+    "usage: netc init FILE -o W.safetensors [--seed N] [--protocol NAME] [--net NAME] [-D ...]\n"
+    "\n"
+    "Writes every parameter and buffer of the net, initialised by its init rule\n"
+    "(He normal by default) from the seed, as a safetensors file under netc's\n"
+    "parameter names. The same seed gives the same weights.\n";
+
 static const char *usage_ops =
     "usage: netc ops\n\nLists every op: its name, tensor inputs, arguments in order with defaults.\n";
 
@@ -70,6 +99,11 @@ typedef struct {
     bool train, quiet, dot, json;
     Override ov[64];
     int nov;
+    /* run / init */
+    const char *weights, *mapping, *backend, *inputs[16];
+    int ninputs;
+    bool probabilities;
+    unsigned long long seed;
 } Options;
 
 static int usage_error(const char *cmd, const char *fmt, const char *arg)
@@ -83,12 +117,31 @@ static int usage_error(const char *cmd, const char *fmt, const char *arg)
 static int parse_options(const char *cmd, int argc, char **argv, Options *o, const char *usage)
 {
     memset(o, 0, sizeof *o);
+    bool is_run = strcmp(cmd, "run") == 0 || strcmp(cmd, "init") == 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             fputs(usage, stdout);
             return -1;
-        } else if (strcmp(a, "-o") == 0 && strcmp(cmd, "graph") != 0) {
+        } else if (is_run && (strcmp(a, "--weights") == 0 || strcmp(a, "--map") == 0 || strcmp(a, "--backend") == 0 ||
+                              strcmp(a, "--input") == 0 || strcmp(a, "--output") == 0 || strcmp(a, "--seed") == 0)) {
+            if (i + 1 >= argc) return usage_error(cmd, "%s needs a value", a);
+            const char *v = argv[++i];
+            if (strcmp(a, "--weights") == 0) o->weights = v;
+            else if (strcmp(a, "--map") == 0) o->mapping = v;
+            else if (strcmp(a, "--backend") == 0) o->backend = v;
+            else if (strcmp(a, "--output") == 0) o->out = v;
+            else if (strcmp(a, "--seed") == 0) {
+                char *end;
+                o->seed = strtoull(v, &end, 10);
+                if (!*v || *end) return usage_error(cmd, "--seed takes a whole number, not `%s`", v);
+            } else {
+                if (o->ninputs >= 16) return usage_error(cmd, "%s", "at most 16 --input files");
+                o->inputs[o->ninputs++] = v;
+            }
+        } else if (is_run && strcmp(a, "--probabilities") == 0) {
+            o->probabilities = true;
+        } else if (strcmp(a, "-o") == 0 && strcmp(cmd, "graph") != 0 && strcmp(cmd, "init") != 0) {
             return usage_error(cmd, "%s", "-o is an option of `netc graph`; check prints to the terminal");
         } else if (strcmp(a, "--protocol") == 0 || strcmp(a, "--net") == 0 || strcmp(a, "-o") == 0) {
             if (i + 1 >= argc) return usage_error(cmd, "%s needs a value", a);
@@ -224,6 +277,57 @@ static void attr_default(const AttrSpec *s, char *buf, size_t n)
     }
 }
 
+/* netc run / netc init: compile, then execute with the reference executor. */
+static int cmd_run_or_init(const char *cmd, int argc, char **argv)
+{
+    bool is_init = strcmp(cmd, "init") == 0;
+    Options o;
+    int rc = parse_options(cmd, argc, argv, &o, is_init ? usage_init : usage_run);
+    if (rc == 0 && !o.out) rc = usage_error(cmd, "%s", is_init ? "-o W.safetensors is required" : "--output is required");
+    if (rc == 0 && !is_init && o.ninputs == 0) rc = usage_error(cmd, "%s", "--input is required");
+    if (rc == 0 && o.backend && strcmp(o.backend, "ref") != 0)
+        rc = usage_error(cmd, "backend `%s` is not available yet; use --backend ref", o.backend);
+    if (rc == 0 && o.train) rc = usage_error(cmd, "%s", "--train is an option of check and graph");
+    if (rc) {
+        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        return rc < 0 ? 0 : rc;
+    }
+    Diag d;
+    diag_init(&d, stderr);
+    Program *p = program_load(&d, o.file);
+    if (!p) {
+        fprintf(stderr, "netc: cannot read %s: %s\n", o.file, diag_load_strerror(errno));
+        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        diag_free(&d);
+        return 1;
+    }
+    Protocol *pr = NULL;
+    CompileOptions co = { .protocol = o.protocol, .net = o.net, .ov = o.ov, .nov = o.nov, .protocol_out = &pr };
+    Graph *g = netc_compile(p, &co);
+    for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+    int status = 0;
+    if (g && d.nerrors == 0) {
+        char err[4096];
+        int r;
+        if (is_init)
+            r = infer_ref_init(g, o.seed, o.out, err, sizeof err);
+        else {
+            RefRunOptions ro = { .weights = o.weights, .mapping = o.mapping, .inputs = o.inputs, .ninputs = o.ninputs,
+                                 .output = o.out, .probabilities = o.probabilities, .seed = o.seed };
+            r = infer_ref_run(g, pr, &ro, err, sizeof err);
+        }
+        if (r != 0) {
+            fprintf(stderr, "netc %s: %s\n", cmd, err);
+            status = 1;
+        } else if (is_init)
+            printf("wrote %d tensors (%lld values) to %s\n", g->nparams, (long long)graph_param_count(g, false), o.out);
+        else
+            printf("wrote %s\n", o.out);
+    }
+    protocol_free(pr);
+    return finish(p, &d, g, status);
+}
+
 static int cmd_ops(int argc, char **argv)
 {
     if (argc > 0 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
@@ -266,10 +370,11 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "check") == 0 || strcmp(cmd, "graph") == 0) return cmd_check_or_graph(cmd, argc - 2, argv + 2);
     if (strcmp(cmd, "ops") == 0) return cmd_ops(argc - 2, argv + 2);
-    const char *cmds[] = { "check", "graph", "ops" };
+    if (strcmp(cmd, "run") == 0 || strcmp(cmd, "init") == 0) return cmd_run_or_init(cmd, argc - 2, argv + 2);
+    const char *cmds[] = { "check", "graph", "ops", "run", "init" };
     Suggest sg;
     suggest_init(&sg, cmd);
-    for (int i = 0; i < 3; i++) suggest_offer(&sg, cmds[i]);
+    for (int i = 0; i < 5; i++) suggest_offer(&sg, cmds[i]);
     fprintf(stderr, "netc: unknown command `%s`%s\n(run `netc --help` for the commands)\n", cmd, suggest_hint(&sg));
     return 2;
 }

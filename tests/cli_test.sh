@@ -81,6 +81,27 @@ expect 1 "graph of a bad file" -- "$NETC" graph "$tmp/bad.net" --json -o "$tmp/k
 [ "$(cat "$tmp/keep.json")" = "precious" ] && ok || bad "a failed graph run overwrote its output"
 ls "$tmp"/keep.json.tmp.* >/dev/null 2>&1 && bad "a temporary file was left behind" || ok
 
+# reference inference end to end: init weights, segment a volume, reproduce
+small=(-D base=4 -D protocol.size=32x32)
+/usr/bin/python3 tests/make_test_nifti.py "$tmp/in.nii" 32 32
+expect 0 "netc init" -- "$NETC" init netdefs/unet2d.net "${small[@]}" --seed 7 -o "$tmp/w.safetensors"
+contains "netc init" "wrote 118 tensors"
+expect 0 "netc run with weights" -- "$NETC" run netdefs/unet2d.net "${small[@]}" --weights "$tmp/w.safetensors" \
+    --input "$tmp/in.nii" --output "$tmp/a.nii"
+expect 0 "netc run with the same seed" -- "$NETC" run netdefs/unet2d.net "${small[@]}" --seed 7 \
+    --input "$tmp/in.nii" --output "$tmp/b.nii"
+cmp -s "$tmp/a.nii" "$tmp/b.nii" && ok || bad "the same weights gave different label maps"
+expect 0 "netc run --probabilities" -- "$NETC" run netdefs/unet2d.net "${small[@]}" --probabilities \
+    --input "$tmp/in.nii" --output "$tmp/p.nii.gz"
+expect 1 "netc run: wrong input size" -- "$NETC" run netdefs/unet2d.net -D base=4 --input "$tmp/in.nii" --output "$tmp/c.nii"
+contains "netc run: wrong input size" "is compiled for 1 x 256 x 256"
+[ -e "$tmp/c.nii" ] && bad "a failed run wrote an output" || ok
+expect 1 "netc run: weights of another net" -- "$NETC" run netdefs/unet2d.net -D base=8 -D protocol.size=32x32 \
+    --weights "$tmp/w.safetensors" --input "$tmp/in.nii" --output "$tmp/c.nii"
+contains "netc run: weights of another net" "is [4, 1, 3, 3] in the file, the net needs [8, 1, 3, 3]"
+expect 2 "netc run without --input" -- "$NETC" run netdefs/unet2d.net --output "$tmp/c.nii"
+expect 2 "netc run --backend llvm" -- "$NETC" run netdefs/unet2d.net --backend llvm --input x --output y
+
 # the front door
 expect 0 "netc ops" -- "$NETC" ops
 contains "netc ops" "upconv"
