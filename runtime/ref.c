@@ -177,7 +177,7 @@ static int ref_crop(const RefCtx *cx)
 }
 
 /* Source index for output position i - lo of an axis of size n; -1 = fill. */
-static int64_t pad_src(int64_t i, int64_t n, int mode)
+int64_t ref_pad_src(int64_t i, int64_t n, int mode)
 {
     if (i >= 0 && i < n) return i;
     if (mode == 0) return -1;
@@ -198,9 +198,9 @@ static int ref_pad(const RefCtx *cx)
             for (int64_t d = 0; d < o.s[0]; d++)
                 for (int64_t h = 0; h < o.s[1]; h++)
                     for (int64_t w = 0; w < o.s[2]; w++) {
-                        int64_t sd = pad_src(d - lo[0], a.s[0], at->mode);
-                        int64_t sh = pad_src(h - lo[1], a.s[1], at->mode);
-                        int64_t sw = pad_src(w - lo[2], a.s[2], at->mode);
+                        int64_t sd = ref_pad_src(d - lo[0], a.s[0], at->mode);
+                        int64_t sh = ref_pad_src(h - lo[1], a.s[1], at->mode);
+                        int64_t sw = ref_pad_src(w - lo[2], a.s[2], at->mode);
                         y[geo_at(&o, n, c, d, h, w)] = sd < 0 || sh < 0 || sw < 0
                             ? (float)at->value : x[geo_at(&a, n, c, sd, sh, sw)];
                     }
@@ -211,7 +211,7 @@ static int ref_pad(const RefCtx *cx)
 
 /* Offset into a broadcast input for the output position `idx` (row-major
  * unravelled): size-1 axes and rank-0 inputs stay at 0. */
-static int64_t bcast_offset(const Shape *in, const Shape *out, int64_t idx)
+int64_t ref_bcast_offset(const Shape *in, const Shape *out, int64_t idx)
 {
     if (in->rank == 0) return 0;
     int64_t off = 0, stride = 1;
@@ -232,7 +232,7 @@ static int ref_add_mul(const RefCtx *cx, bool mul)
     for (int64_t i = 0; i < n; i++) {
         double acc = mul ? 1.0 : 0.0;
         for (int j = 0; j < cx->node->nin; j++) {
-            double v = ref_in(cx, j)[bcast_offset(ref_in_shape(cx, j), os, i)];
+            double v = ref_in(cx, j)[ref_bcast_offset(ref_in_shape(cx, j), os, i)];
             acc = mul ? acc * v : acc + v;
         }
         y[i] = (float)acc;

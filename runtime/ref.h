@@ -71,4 +71,30 @@ double ref_rng_normal(RefRng *r);
 /* Fills a float tensor with uniform values in [lo, hi) from `seed`. */
 void ref_fill_uniform(RefState *s, int t, uint64_t seed, double lo, double hi);
 
+/* ---- backward (ref_backward.c) ----------------------------------------------
+ * Gradients of a scalar with respect to every float tensor, by walking the
+ * nodes in reverse order, accumulating in double, stored as float32.
+ * Frozen parameters and buffers (trainable = false) and int32 tensors get no
+ * gradient (left zero).  Dropout replays the forward's mask (same seed). */
+typedef struct {
+    int ntensors;
+    float **buf;          /* per graph tensor, numel elements, zeroed */
+    int64_t *numel;
+} RefGrads;
+
+RefGrads *ref_grads_new(const Graph *g);
+void ref_grads_free(RefGrads *gr);
+
+/* d(loss)/d(tensor) for the rank-0 (or one-element) tensor `loss_tensor`,
+ * given the state after ref_forward(g, s, training, seed).  Overwrites gr.
+ * Returns 0, or -1 with a message in err ("backward of OP is not
+ * implemented yet" for ops without a gradient). */
+int ref_backward(const Graph *g, const RefState *s, RefGrads *gr, int loss_tensor, bool training,
+                 uint64_t seed, char *err, size_t errlen);
+
+/* The same with an arbitrary upstream gradient dy (numel(tensor) values) of
+ * tensor `t`: gr receives the vector-Jacobian product dy^T d(t)/d(tensor). */
+int ref_backward_from(const Graph *g, const RefState *s, RefGrads *gr, int t, const float *dy,
+                      bool training, uint64_t seed, char *err, size_t errlen);
+
 #endif

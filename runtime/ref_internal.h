@@ -44,6 +44,24 @@ float *ref_out(const RefCtx *cx);
 const Shape *ref_out_shape(const RefCtx *cx);
 float *ref_param(const RefCtx *cx, int j);
 
+/* Index helpers shared by the forward (ref.c, ref_ops.c, ref_loss.c) and the
+ * backward (ref_backward.c), so both walk exactly the same elements. */
+
+/* Offset into a broadcast input for output position idx (row-major). */
+int64_t ref_bcast_offset(const Shape *in, const Shape *out, int64_t idx);
+/* pad: source index for position i of an axis of size n; -1 = the fill value. */
+int64_t ref_pad_src(int64_t i, int64_t n, int mode);
+/* One axis of a pooling window: [r0, r1) inside the input, `padded` = the
+ * window's size within the padded bounds (count_pad divisor). */
+typedef struct { int64_t r0, r1, padded; } RefWin;
+RefWin ref_pool_win(int64_t o, int64_t k, int64_t s, int64_t lo, int64_t hi, int64_t in);
+/* upsample: source indices and weight of output index o on one axis. */
+typedef struct { int64_t i0, i1; double l1; } RefLerp;
+RefLerp ref_upsample_src(int64_t o, int64_t in, int64_t out, bool linear, bool align);
+/* Labels at the logits' spatial size (downsampled or centre-cropped),
+ * N x S row-major, malloc'd; NULL if out of memory. */
+int32_t *ref_prepare_labels(const RefCtx *cx, const Geo *lg);
+
 /* ref_ops.c */
 int ref_conv(const RefCtx *cx);
 int ref_upconv(const RefCtx *cx);

@@ -28,7 +28,7 @@
 #include "ref_internal.h"
 
 /* labels resampled to the logits' size: N x S, row-major. */
-static int32_t *prepare_labels(const RefCtx *cx, const Geo *lg)
+int32_t *ref_prepare_labels(const RefCtx *cx, const Geo *lg)
 {
     const Shape *ls = ref_in_shape(cx, 1);
     Geo lb = ref_geo(ls);
@@ -74,7 +74,7 @@ int ref_loss(const RefCtx *cx)
     Geo g = ref_geo(ref_in_shape(cx, 0));
     int64_t sp = geo_sp(&g), C = g.c;
     const float *x = ref_in(cx, 0);
-    int32_t *lab = prepare_labels(cx, &g);
+    int32_t *lab = ref_prepare_labels(cx, &g);
     double *lsm = malloc(sizeof *lsm * (size_t)C);
     /* dice: tp, fp, fn per (sample or 0 for batch dice) and class */
     int64_t rows = at->batch_dice ? 1 : g.n;

@@ -109,13 +109,12 @@ int ref_upconv(const RefCtx *cx)
 /* One axis of a pooling window, as PyTorch computes it: the window starts
  * at o*s - lo and ends at min(start + k, in + hi) (the padded extent; ceil
  * mode may reach past it); [r0, r1) is its part inside the input. */
-typedef struct { int64_t r0, r1, padded; } Win;
 
-static Win pool_win(int64_t o, int64_t k, int64_t s, int64_t lo, int64_t hi, int64_t in)
+RefWin ref_pool_win(int64_t o, int64_t k, int64_t s, int64_t lo, int64_t hi, int64_t in)
 {
     int64_t start = o * s - lo, end = start + k;
     if (end > in + hi) end = in + hi;
-    Win w = { start < 0 ? 0 : start, end > in ? in : end, end - start };
+    RefWin w = { start < 0 ? 0 : start, end > in ? in : end, end - start };
     return w;
 }
 
@@ -137,11 +136,11 @@ int ref_pool(const RefCtx *cx, bool is_max)
     for (int64_t n = 0; n < o.n; n++)
     for (int64_t c = 0; c < o.c; c++)
     for (int64_t od = 0; od < o.s[0]; od++) {
-        Win wd = pool_win(od, k[0], st[0], lo[0], hi[0], a.s[0]);
+        RefWin wd = ref_pool_win(od, k[0], st[0], lo[0], hi[0], a.s[0]);
         for (int64_t oh = 0; oh < o.s[1]; oh++) {
-            Win wh = pool_win(oh, k[1], st[1], lo[1], hi[1], a.s[1]);
+            RefWin wh = ref_pool_win(oh, k[1], st[1], lo[1], hi[1], a.s[1]);
             for (int64_t ow = 0; ow < o.s[2]; ow++) {
-                Win ww = pool_win(ow, k[2], st[2], lo[2], hi[2], a.s[2]);
+                RefWin ww = ref_pool_win(ow, k[2], st[2], lo[2], hi[2], a.s[2]);
                 double m = -INFINITY, sum = 0;
                 int64_t cnt = 0;
                 for (int64_t d = wd.r0; d < wd.r1; d++)
@@ -181,11 +180,10 @@ int ref_global_avgpool(const RefCtx *cx)
  * nearest (PyTorch 'nearest'): floor(o * in / out).  linear: align_corners
  * o * (in - 1) / (out - 1); otherwise (o + 0.5) * in / out - 0.5 clamped at
  * 0.  i0 = floor, i1 = min(i0 + 1, in - 1), weight of i1 = src - i0. */
-typedef struct { int64_t i0, i1; double l1; } Lerp;
 
-static Lerp upsample_src(int64_t o, int64_t in, int64_t out, bool linear, bool align)
+RefLerp ref_upsample_src(int64_t o, int64_t in, int64_t out, bool linear, bool align)
 {
-    Lerp r = { 0, 0, 0 };
+    RefLerp r = { 0, 0, 0 };
     if (!linear) {
         r.i0 = r.i1 = o * in / out;
         if (r.i0 > in - 1) r.i0 = r.i1 = in - 1;
@@ -214,11 +212,11 @@ int ref_upsample(const RefCtx *cx)
     for (int64_t n = 0; n < o.n; n++)
     for (int64_t c = 0; c < o.c; c++)
     for (int64_t od = 0; od < o.s[0]; od++) {
-        Lerp ld = upsample_src(od, a.s[0], o.s[0], lin, al);
+        RefLerp ld = ref_upsample_src(od, a.s[0], o.s[0], lin, al);
         for (int64_t oh = 0; oh < o.s[1]; oh++) {
-            Lerp lh = upsample_src(oh, a.s[1], o.s[1], lin, al);
+            RefLerp lh = ref_upsample_src(oh, a.s[1], o.s[1], lin, al);
             for (int64_t ow = 0; ow < o.s[2]; ow++) {
-                Lerp lw = upsample_src(ow, a.s[2], o.s[2], lin, al);
+                RefLerp lw = ref_upsample_src(ow, a.s[2], o.s[2], lin, al);
                 double acc = 0;
                 for (int cd = 0; cd < 2; cd++)
                 for (int ch = 0; ch < 2; ch++)

@@ -44,6 +44,7 @@ Suite *netdefs_suite(void);
 Suite *golden_suite(void);
 Suite *nifti_suite(void);
 Suite *ref_suite(void);
+Suite *ref_grad_suite(void);
 Suite *safetensors_suite(void);
 
 #endif

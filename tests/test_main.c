@@ -24,6 +24,7 @@ int main(void)
     srunner_add_suite(sr, netdefs_suite());
     srunner_add_suite(sr, golden_suite());
     srunner_add_suite(sr, ref_suite());
+    srunner_add_suite(sr, ref_grad_suite());
     srunner_add_suite(sr, safetensors_suite());
     srunner_add_suite(sr, nifti_suite());
     srunner_run_all(sr, CK_NORMAL);
