@@ -647,7 +647,8 @@ static void fill_inputs(const Graph *g, RefState *s, uint64_t seed, int classes)
  * DIR/<tag>/t<id>.bin (raw little-endian float32 or int32, row-major) and
  * DIR/<tag>/args.txt (the file, the netc arguments, train or eval) for
  * tools/ref_vs_torch.py.  Parameters are dumped as they were initialized
- * (before a training pass updates running statistics). */
+ * (before a training pass updates running statistics).  Training graphs also
+ * get DIR/<tag>/g<id>.bin: d(loss)/d(parameter) from ref_backward. */
 static void dump_state(const char *tag, const char *path, const char *args, bool training,
                        const Graph *g, RefState *s, RefState *init)
 {
@@ -663,6 +664,23 @@ static void dump_state(const char *tag, const char *path, const char *args, bool
         RefState *src = g->tensors[t].kind == TK_PARAM ? init : s;
         fwrite(src->buf[t], sizeof(float), (size_t)src->numel[t], f);
         fclose(f);
+    }
+    if (training && g->nlosses > 0) {
+        /* and the gradient of the loss for every trainable parameter */
+        RefGrads *gr = ref_grads_new(g);
+        ck_assert_ptr_nonnull(gr);
+        char err[256];
+        ck_assert_msg(ref_backward(g, s, gr, g->losses[0].tensor, true, 99, err, sizeof err) == 0, "%s", err);
+        for (int i = 0; i < g->nparams; i++) {
+            if (!g->params[i].trainable) continue;
+            int t = g->params[i].tensor;
+            snprintf(name, sizeof name, "%s/%s/g%d.bin", dir, tag, t);
+            FILE *gf = fopen(name, "wb");
+            ck_assert_ptr_nonnull(gf);
+            fwrite(gr->buf[t], sizeof(float), (size_t)gr->numel[t], gf);
+            fclose(gf);
+        }
+        ref_grads_free(gr);
     }
     snprintf(name, sizeof name, "%s/%s/args.txt", dir, tag);
     FILE *f = fopen(name, "w");

@@ -11,6 +11,11 @@ graph from `netc graph --json` with the same arguments and recomputes every
 node in PyTorch from netc's own values of the node's inputs and parameters,
 so an error is pinned to one op.  Parameters are dumped as initialized
 (before a training pass updates the batchnorm running statistics).
+
+Training dumps also carry netc's d(loss)/d(parameter) (g<id>.bin, from the
+reference backward); the whole graph is then chained in PyTorch with the
+parameters as leaves, differentiated by autograd, and every gradient
+compared (see check_grads for the tolerance).
 """
 import argparse
 import json
@@ -193,6 +198,67 @@ def check(netc, d, tol):
     ok = worst <= tol
     print("%-40s %-5s %3d nodes, worst relative error %.2e at %s: %s"
           % (os.path.basename(d), mode, len(g["nodes"]), worst, worst_node, "ok" if ok else "FAIL"))
+    if training and g["losses"] and os.path.exists(grad_file(d, g)):
+        ok = check_grads(d, g, sr, val) and ok
+    return ok
+
+
+def grad_file(d, g):
+    p = next(p for p in g["params"] if p["trainable"])
+    return os.path.join(d, "g%d.bin" % p["tensor"])
+
+
+GRAD_TOL = 1e-3
+
+
+def check_grads(d, g, sr, val):
+    """The whole training graph again in PyTorch, chained (not op by op):
+    inputs and labels as netc had them, parameters as leaves, the loss
+    differentiated by autograd; every trainable parameter's gradient is
+    compared with netc's reference backward (g<id>.bin), as the largest
+    difference relative to the largest gradient magnitude of that tensor
+    (float32 in netc against float64 here; GRAD_TOL = 1e-3 leaves room for
+    float32 accumulation over whole nets while catching a wrong term)."""
+    T = g["tensors"]
+    leaves = {}
+    tv = {}
+    for inp in g["inputs"]:
+        tv[inp["tensor"]] = val(inp["tensor"])
+    for p in g["params"]:
+        t = val(p["tensor"]).clone()
+        if p["trainable"]:
+            t.requires_grad_(True)
+            leaves[p["tensor"]] = (p["name"], t)
+        tv[p["tensor"]] = t
+    for n in g["nodes"]:
+        x = [tv[t] for t in n["inputs"]]
+        p = [tv[g["params"][i]["tensor"]] for i in n["params"]]
+        y = run_node(n, x, p, sr, True)
+        if y is None:
+            print("%s: cannot chain %s in PyTorch; gradients not compared" % (os.path.basename(d), n["op"]))
+            return False
+        tv[n["output"]] = y
+    loss = tv[g["losses"][0]["tensor"]]
+    loss.backward()
+    pairs = []
+    for tid, (name, t) in leaves.items():
+        want = t.grad if t.grad is not None else torch.zeros_like(t)
+        got = torch.from_numpy(np.fromfile(os.path.join(d, "g%d.bin" % tid), dtype=np.float32)
+                               .reshape(T[tid]["shape"]).astype(np.float64))
+        pairs.append((name, got, want))
+    # Some gradients are zero in exact arithmetic (a conv bias just before a
+    # training-mode batchnorm: the normalisation removes it), so a tensor's own
+    # scale cannot be the yardstick alone: 1e-3 of the largest gradient in the
+    # net is the floor.
+    floor = 1e-3 * max(w.abs().max().item() for _, _, w in pairs)
+    worst, where = 0.0, None
+    for name, got, want in pairs:
+        err = (got - want).abs().max().item() / max(want.abs().max().item(), floor, 1e-30)
+        if err > worst:
+            worst, where = err, name
+    ok = worst <= GRAD_TOL
+    print("%-40s grads %3d parameters, worst relative error %.2e at %s: %s"
+          % (os.path.basename(d), len(leaves), worst, where, "ok" if ok else "FAIL"))
     return ok
 
 
