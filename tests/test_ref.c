@@ -742,9 +742,19 @@ START_TEST(net_unet2d_train)
               "-D base=4 -D protocol.size=32x32 --train -D train.patch=32x32 -D train.batch=2", true);
 }
 END_TEST
-START_TEST(net_unet3d) { whole_net("unet3d", "netdefs/unet3d.net", "-D base=4 -D protocol.size=16x16x16", false); }
+START_TEST(net_unet3d)
+{
+    whole_net("unet3d", "netdefs/unet3d.net", "-D base=4 -D protocol.size=16x16x16", false);
+    whole_net("unet3d_train", "netdefs/unet3d.net",
+              "-D base=4 -D protocol.size=16x16x16 --train -D train.patch=16x16x16 -D train.batch=2", true);
+}
 END_TEST
-START_TEST(net_vnet) { whole_net("vnet", "netdefs/vnet.net", "-D base=2 -D protocol.size=16x16x16", false); }
+START_TEST(net_vnet)
+{
+    whole_net("vnet", "netdefs/vnet.net", "-D base=2 -D protocol.size=16x16x16", false);
+    whole_net("vnet_train", "netdefs/vnet.net",
+              "-D base=2 -D protocol.size=16x16x16 --train -D train.patch=16x16x16 -D train.batch=1", true);
+}
 END_TEST
 START_TEST(net_voxresnet)
 {
