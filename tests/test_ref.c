@@ -7,6 +7,7 @@
 
 #include "support.h"
 #include "ref.h"
+#include "ref_optim.h"
 
 #define TOL 1e-5
 
@@ -649,6 +650,27 @@ static void fill_inputs(const Graph *g, RefState *s, uint64_t seed, int classes)
  * tools/ref_vs_torch.py.  Parameters are dumped as they were initialized
  * (before a training pass updates running statistics).  Training graphs also
  * get DIR/<tag>/g<id>.bin: d(loss)/d(parameter) from ref_backward. */
+static void fill_inputs(const Graph *g, RefState *s, uint64_t seed, int classes);
+
+/* The optimizer each training dump is stepped with: all four kinds of
+ * update are compared with torch.optim across the nets. */
+static RefOptConfig optimizer_for(const char *tag, char *line, size_t n)
+{
+    RefOptConfig c = { .kind = OPT_SGD, .lr = 0.05, .momentum = 0.9, .nesterov = true, .weight_decay = 1e-4 };
+    /* weight decays large enough that a coupled/decoupled mix-up shows */
+    if (strstr(tag, "unet3d")) c = (RefOptConfig){ .kind = OPT_ADAM, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999,
+                                                  .eps = 1e-8, .weight_decay = 0.1 };
+    if (strstr(tag, "vnet")) c = (RefOptConfig){ .kind = OPT_SGD, .lr = 0.01, .momentum = 0.99, .weight_decay = 0 };
+    if (strstr(tag, "voxresnet")) c = (RefOptConfig){ .kind = OPT_ADAMW, .lr = 1e-2, .beta1 = 0.9, .beta2 = 0.999,
+                                                     .eps = 1e-8, .weight_decay = 0.5 };
+    static const char *names[] = { "sgd", "adam", "adamw" };
+    snprintf(line, n, "%s %.17g %.17g %d %.17g %.17g %.17g %.17g", names[c.kind], c.lr, c.momentum, c.nesterov,
+             c.weight_decay, c.beta1, c.beta2, c.eps);
+    return c;
+}
+
+#define DUMP_STEPS 3
+
 static void dump_state(const char *tag, const char *path, const char *args, bool training,
                        const Graph *g, RefState *s, RefState *init)
 {
@@ -665,27 +687,51 @@ static void dump_state(const char *tag, const char *path, const char *args, bool
         fwrite(src->buf[t], sizeof(float), (size_t)src->numel[t], f);
         fclose(f);
     }
+    char optline[256] = "";
     if (training && g->nlosses > 0) {
-        /* and the gradient of the loss for every trainable parameter */
+        /* the gradient of the loss for every trainable parameter (g<id>.bin),
+         * then the parameters after DUMP_STEPS optimizer steps (p<id>.bin),
+         * on a fresh copy of the same state */
+        RefOptConfig oc = optimizer_for(tag, optline, sizeof optline);
+        RefState *w = ref_new(g);
+        ck_assert_ptr_nonnull(w);
+        ref_init_params(g, w, 123);
+        fill_inputs(g, w, 7, 2);
         RefGrads *gr = ref_grads_new(g);
-        ck_assert_ptr_nonnull(gr);
+        RefOptim *opt = ref_optim_new(g, &oc);
+        ck_assert(gr && opt);
         char err[256];
-        ck_assert_msg(ref_backward(g, s, gr, g->losses[0].tensor, true, 99, err, sizeof err) == 0, "%s", err);
+        for (int step = 0; step < DUMP_STEPS; step++) {
+            ck_assert_msg(ref_forward(g, w, true, 99, err, sizeof err) == 0, "%s", err);
+            ck_assert_msg(ref_backward(g, w, gr, g->losses[0].tensor, true, 99, err, sizeof err) == 0, "%s", err);
+            for (int i = 0; step == 0 && i < g->nparams; i++) {
+                if (!g->params[i].trainable) continue;
+                int t = g->params[i].tensor;
+                snprintf(name, sizeof name, "%s/%s/g%d.bin", dir, tag, t);
+                FILE *gf = fopen(name, "wb");
+                ck_assert_ptr_nonnull(gf);
+                fwrite(gr->buf[t], sizeof(float), (size_t)gr->numel[t], gf);
+                fclose(gf);
+            }
+            ref_optim_step(opt, g, w, gr, oc.lr);
+        }
         for (int i = 0; i < g->nparams; i++) {
             if (!g->params[i].trainable) continue;
             int t = g->params[i].tensor;
-            snprintf(name, sizeof name, "%s/%s/g%d.bin", dir, tag, t);
-            FILE *gf = fopen(name, "wb");
-            ck_assert_ptr_nonnull(gf);
-            fwrite(gr->buf[t], sizeof(float), (size_t)gr->numel[t], gf);
-            fclose(gf);
+            snprintf(name, sizeof name, "%s/%s/p%d.bin", dir, tag, t);
+            FILE *pf = fopen(name, "wb");
+            ck_assert_ptr_nonnull(pf);
+            fwrite(w->buf[t], sizeof(float), (size_t)w->numel[t], pf);
+            fclose(pf);
         }
+        ref_optim_free(opt);
         ref_grads_free(gr);
+        ref_free(w);
     }
     snprintf(name, sizeof name, "%s/%s/args.txt", dir, tag);
     FILE *f = fopen(name, "w");
     ck_assert_ptr_nonnull(f);
-    fprintf(f, "%s\n%s\n%s\n", path, args, training ? "train" : "eval");
+    fprintf(f, "%s\n%s\n%s\n%s\n", path, args, training ? "train" : "eval", optline);
     fclose(f);
 }
 

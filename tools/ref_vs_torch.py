@@ -167,7 +167,9 @@ def run_node(n, x, p, sr, training):
 
 def check(netc, d, tol):
     with open(os.path.join(d, "args.txt")) as f:
-        path, args, mode = [l.rstrip("\n") for l in f.readlines()[:3]]
+        lines = [l.rstrip("\n") for l in f.readlines()]
+    path, args, mode = lines[:3]
+    optline = lines[3] if len(lines) > 3 else ""
     training = mode == "train"
     out = subprocess.run([netc, "graph", path] + shlex.split(args) + ["--json"],
                          check=True, capture_output=True, text=True).stdout
@@ -200,6 +202,8 @@ def check(netc, d, tol):
           % (os.path.basename(d), mode, len(g["nodes"]), worst, worst_node, "ok" if ok else "FAIL"))
     if training and g["losses"] and os.path.exists(grad_file(d, g)):
         ok = check_grads(d, g, sr, val) and ok
+        if optline:
+            ok = check_steps(d, g, sr, val, optline) and ok
     return ok
 
 
@@ -209,6 +213,82 @@ def grad_file(d, g):
 
 
 GRAD_TOL = 1e-3
+
+
+def chain(g, sr, inputs, params):
+    """The loss of the training graph, computed node after node in PyTorch
+    from the given input and parameter tensors (autograd records it)."""
+    tv = dict(inputs)
+    tv.update(params)
+    for n in g["nodes"]:
+        x = [tv[t] for t in n["inputs"]]
+        p = [tv[g["params"][i]["tensor"]] for i in n["params"]]
+        y = run_node(n, x, p, sr, True)
+        if y is None:
+            raise RuntimeError("cannot chain %s in PyTorch" % n["op"])
+        tv[n["output"]] = y
+    return tv[g["losses"][0]["tensor"]]
+
+
+# SGD is linear in the gradient: float32 against float64 agrees to ~1e-6.
+# Adam divides by sqrt(v), which magnifies the rounding of tiny gradient
+# elements, so it gets 2e-3 (a missing bias correction is a factor ~10, and
+# the weight decays in tests/test_ref.c are large enough to show a mix-up of
+# coupled and decoupled decay).
+STEP_TOL = {"sgd": 1e-4, "adam": 2e-3, "adamw": 2e-3}
+
+
+def check_steps(d, g, sr, val, optline):
+    """Parameters after the same optimizer steps as netc (tests/test_ref.c
+    DUMP_STEPS, the optimizer on the args.txt line) taken by torch.optim on
+    the chained graph, against netc's p<id>.bin: the largest difference
+    relative to the parameter tensor's magnitude (float32 netc, float64 here)."""
+    f = optline.split()
+    kind, lr, mom, nesterov, wd, b1, b2, eps = f[0], *map(float, f[1:])
+    inputs = {i["tensor"]: val(i["tensor"]) for i in g["inputs"]}
+    params, leaves = {}, []
+    for p in g["params"]:
+        t = val(p["tensor"]).clone()
+        if p["trainable"]:
+            t.requires_grad_(True)
+            leaves.append((p["name"], p["tensor"], t))
+        params[p["tensor"]] = t
+    ts = [t for _, _, t in leaves]
+    if kind == "sgd":
+        opt = torch.optim.SGD(ts, lr=lr, momentum=mom, nesterov=bool(nesterov), weight_decay=wd)
+    elif kind == "adam":
+        opt = torch.optim.Adam(ts, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    else:
+        opt = torch.optim.AdamW(ts, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    steps = 3
+    gmax = {}
+    for step in range(steps):
+        opt.zero_grad()
+        chain(g, sr, inputs, params).backward()
+        if step == 0:
+            gmax = {tid: t.grad.abs().max().item() for _, tid, t in leaves}
+        opt.step()
+    # A parameter whose gradient is zero in exact arithmetic (a conv bias
+    # right before a training-mode batchnorm) only sees rounding noise; Adam
+    # normalises that noise to full-size steps in arbitrary directions, in
+    # PyTorch as in netc, so such parameters are not comparable and are
+    # skipped (their gradients, ~0, were compared above).
+    top = max(gmax.values())
+    noise = [tid for tid, m in gmax.items() if m < 1e-7 * top]
+    worst, where = 0.0, None
+    for name, tid, t in leaves:
+        if tid in noise:
+            continue
+        got = torch.from_numpy(np.fromfile(os.path.join(d, "p%d.bin" % tid), dtype=np.float32)
+                               .reshape(g["tensors"][tid]["shape"]).astype(np.float64))
+        err = (got - t.detach()).abs().max().item() / max(t.detach().abs().max().item(), 1e-12)
+        if err > worst:
+            worst, where = err, name
+    ok = worst <= STEP_TOL[kind]
+    print("%-40s %-5s %d steps of %s, worst relative error %.2e at %s%s: %s"
+          % (os.path.basename(d), "optim", steps, kind, worst, where,
+             " (%d noise-only parameters skipped)" % len(noise) if noise else "", "ok" if ok else "FAIL"))
+    return ok
 
 
 def check_grads(d, g, sr, val):
