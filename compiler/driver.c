@@ -3,6 +3,7 @@
  * the CLI, the tests and the fuzzer alike, so all three exercise one path. */
 #define _POSIX_C_SOURCE 200809L
 #include "driver.h"
+#include "autodiff.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -156,7 +157,8 @@ Graph *netc_compile(Program *p, CompileOptions *o)
         ExpandShape tr = { .batch = ts->batch, .size = ts->patch };
         for (int i = 0; i < o->nov; i++) o->ov[i].used = false;
         Graph *tg = expand_net(p, net, pr, &tr, o->ov, o->nov);
-        if (p->diag->nraised == before) train_add_losses(p, tg, ts, pr);
+        if (p->diag->nraised == before && train_add_losses(p, tg, ts, pr) && o->train && o->autodiff && tg->nlosses)
+            autodiff(tg, tg->losses[0].tensor);
         if (o->train) g = tg;
         else graph_free(tg);
     }

@@ -224,7 +224,8 @@ void sema_unknown_name(Sema *S, const char *name, SrcLoc loc)
         }
         if (f->function) break;
     }
-    for (int k = 0; k < OP_COUNT; k++) suggest_offer(&sg, op_table[k].name);
+    for (int k = 0; k < OP_COUNT; k++)
+        if (!op_table[k].internal) suggest_offer(&sg, op_table[k].name);
     for (int k = 0; k < S->prog->blocks.n; k++) suggest_offer(&sg, S->prog->blocks.items[k].name);
     const char *best = suggest_result(&sg);
     if (best)

@@ -79,6 +79,7 @@ int graph_add_param(Graph *g, int node, const ParamSpec *ps)
     p->init = ps->init;
     p->trainable = ps->trainable;
     p->node = node;
+    p->grad = -1;
     n->params[n->nparams++] = g->nparams;
     return g->nparams++;
 }

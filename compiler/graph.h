@@ -83,6 +83,8 @@ typedef struct {
     double eps, momentum, slope, alpha, p, gamma, smooth, factor, value, init_a;
     int mode;                         /* enum attr: upsample nearest|linear, pad zero|reflect|replicate */
     int init;                         /* InitKind for the weight */
+    int grad_node, grad_operand;      /* grad: the forward node and which of its
+                                         inputs (0..nin-1) or params (nin + j) */
     int nweights;
     double weights[64];               /* ce / focal class weights */
 } OpAttrs;
@@ -140,6 +142,7 @@ typedef struct {
     bool trainable;         /* false for buffers (running statistics) */
     bool frozen;            /* trainable, but held fixed by the train block's freeze */
     int node;
+    int grad;               /* tensor holding d(loss)/d(param) after autodiff, -1 if none */
 } Param;
 
 #define NODE_MAX_PARAMS 4
@@ -200,6 +203,7 @@ typedef struct {
     int (*params)(const OpAttrs *at, const Shape *in, int nin, ParamSpec *out);
     /* Forward FLOPs (a multiply-add counts 2). */
     double (*flops)(const OpAttrs *at, const Shape *in, int nin, const Shape *out);
+    bool internal;                 /* made by the compiler only; not callable from .net files */
 } OpInfo;
 
 extern const OpInfo op_table[OP_COUNT];

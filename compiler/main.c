@@ -49,6 +49,8 @@ static const char *usage_check =
     "  --net NAME       the net to check (needed when the file defines several)\n"
     "  --train          show the training graph: the net at the train block's patch\n"
     "                   and batch, plus the labels input and the loss nodes\n"
+    "  --autodiff       the training graph with its backward pass: one `grad` node\n"
+    "                   per forward node and operand that needs a gradient\n"
     "  -D KEY=VALUE     override a net parameter (-D base=16), a protocol field\n"
     "                   (-D protocol.size=128x128) or a train field (-D train.batch=4)\n"
     "  -q, --quiet      print nothing but errors; the exit status tells the result\n"
@@ -96,7 +98,7 @@ static const char *usage_ops =
 
 typedef struct {
     const char *file, *protocol, *net, *out;
-    bool train, quiet, dot, json;
+    bool train, quiet, dot, json, autodiff;
     Override ov[64];
     int nov;
     /* run / init */
@@ -153,6 +155,8 @@ static int parse_options(const char *cmd, int argc, char **argv, Options *o, con
             o->net = a + 6;
         } else if (strcmp(a, "--train") == 0) {
             o->train = true;
+        } else if (strcmp(a, "--autodiff") == 0 && !is_run) {
+            o->autodiff = o->train = true;
         } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
             o->quiet = true;
         } else if (strcmp(a, "--dot") == 0) {
@@ -217,7 +221,8 @@ static int cmd_check_or_graph(const char *cmd, int argc, char **argv)
         diag_free(&d);
         return 1;
     }
-    CompileOptions co = { .protocol = o.protocol, .net = o.net, .train = o.train, .ov = o.ov, .nov = o.nov };
+    CompileOptions co = { .protocol = o.protocol, .net = o.net, .train = o.train, .autodiff = o.autodiff,
+                          .ov = o.ov, .nov = o.nov };
     Graph *g = netc_compile(p, &co);
     for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
     int status = 0;

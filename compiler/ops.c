@@ -408,12 +408,17 @@ const OpInfo op_table[OP_COUNT] = {
         "soft dice loss of softmax(logits) against labels", ops_shape_dice, params_none, flops_dice },
     [OP_FOCAL] = { "focal", FK_REDUCE, 2, 2, focal_attrs,
         "focal loss of logits against labels", ops_shape_focal, params_none, flops_focal },
+    [OP_GRAD] = { "grad", FK_OPAQUE, 2, -1, no_attrs,
+        "autodiff: the gradient of one operand of a forward node (inputs: dy, the node's inputs, params, output)",
+        ops_shape_grad, params_none, flops_zero, true },
+    [OP_ONES] = { "ones", FK_ELEMWISE, 0, 0, no_attrs,
+        "autodiff: the seed gradient d(loss)/d(loss) = 1", ops_shape_ones, params_none, flops_zero, true },
 };
 
 OpKind op_lookup(const char *name)
 {
     for (int k = 0; name && k < OP_COUNT; k++)
-        if (op_table[k].name && strcmp(op_table[k].name, name) == 0) return (OpKind)k;
+        if (op_table[k].name && !op_table[k].internal && strcmp(op_table[k].name, name) == 0) return (OpKind)k;
     return OP_COUNT;
 }
 

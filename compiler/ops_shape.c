@@ -692,3 +692,22 @@ bool ops_shape_focal(const ShapeCtx *cx, OpAttrs *at, const Shape *in, int nin, 
         return fail(&r, "%s: alpha must be in [0, 1], got %g", r.op, at->alpha);
     return true;
 }
+
+/* ---- autodiff ---------------------------------------------------------------- */
+
+/* grad: inputs dy, then the forward node's inputs and parameters, then its
+ * output; the result has the shape of operand `grad_operand`. */
+bool ops_shape_grad(const ShapeCtx *cx, OpAttrs *at, const Shape *in, int nin, Shape *out)
+{
+    (void)cx;
+    if (at->grad_operand < 0 || 1 + at->grad_operand >= nin - 1) return false;
+    *out = in[1 + at->grad_operand];
+    return true;
+}
+
+bool ops_shape_ones(const ShapeCtx *cx, OpAttrs *at, const Shape *in, int nin, Shape *out)
+{
+    (void)cx; (void)at; (void)in; (void)nin;
+    memset(out, 0, sizeof *out);
+    return true;
+}

@@ -323,6 +323,14 @@ int ref_run_node(const Graph *g, RefState *s, int i, bool training, uint64_t see
     case OP_SIGMOID: case OP_TANH: case OP_DROPOUT:
         return ref_elementwise(&cx);
     case OP_CE: case OP_DICE: case OP_FOCAL: return ref_loss(&cx);
+    case OP_GRAD: {
+        const Node *nd = &g->nodes[i];
+        return ref_vjp(g, s, nd->at.grad_node, s->buf[nd->in[0]], nd->at.grad_operand, s->buf[nd->out],
+                       training, seed, err, errlen);
+    }
+    case OP_ONES:
+        for (int64_t k = 0; k < s->numel[g->nodes[i].out]; k++) s->buf[g->nodes[i].out][k] = 1;
+        return 0;
     case OP_COUNT: break;
     }
     return ref_fail(&cx, "op %d has no reference implementation", (int)g->nodes[i].op);

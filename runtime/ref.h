@@ -83,6 +83,11 @@ typedef struct {
 } RefGrads;
 
 RefGrads *ref_grads_new(const Graph *g);
+/* The gradient of operand `operand` (an input index, or nin + j for the
+ * node's parameter j) of node `node`, given dy = d(loss)/d(its output) and
+ * the forward state: what an L1 `grad` node computes. */
+int ref_vjp(const Graph *g, const RefState *s, int node, const float *dy, int operand, float *out,
+            bool training, uint64_t seed, char *err, size_t errlen);
 void ref_grads_free(RefGrads *gr);
 
 /* d(loss)/d(tensor) for the rank-0 (or one-element) tensor `loss_tensor`,

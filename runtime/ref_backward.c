@@ -625,6 +625,7 @@ static int bw_node(const BCtx *b)
     case OP_SIGMOID: case OP_TANH: case OP_DROPOUT:
         return bw_elementwise(b);
     case OP_CE: case OP_DICE: case OP_FOCAL: return bw_loss(b);
+    case OP_GRAD: case OP_ONES: break;   /* second derivatives: not needed for training */
     case OP_COUNT: break;
     }
     return ref_fail(cx, "backward of %s is not implemented yet",
@@ -726,4 +727,37 @@ int ref_backward(const Graph *g, const RefState *s, RefGrads *gr, int loss_tenso
     }
     const float one = 1.0f;
     return ref_backward_from(g, s, gr, loss_tensor, &one, training, seed, err, errlen);
+}
+
+/* ---- one node's gradient, for the L1 `grad` nodes autodiff makes -------------- */
+
+int ref_vjp(const Graph *g, const RefState *s, int node, const float *dy, int operand, float *out,
+            bool training, uint64_t seed, char *err, size_t errlen)
+{
+    const Node *nd = &g->nodes[node];
+    int target = operand < nd->nin ? nd->in[operand] : g->params[nd->params[operand - nd->nin]].tensor;
+    /* accumulators for this node's tensors only: the backward of one node
+     * touches nothing else */
+    double **G = calloc((size_t)(g->ntensors ? g->ntensors : 1), sizeof *G);
+    if (!G) goto oom;
+    int ts[72], nts = 0;
+    ts[nts++] = nd->out;
+    for (int j = 0; j < nd->nin && nts < 64; j++) ts[nts++] = nd->in[j];
+    for (int j = 0; j < nd->nparams; j++) ts[nts++] = g->params[nd->params[j]].tensor;
+    for (int k = 0; k < nts; k++)
+        if (!G[ts[k]] && !(G[ts[k]] = calloc((size_t)(s->numel[ts[k]] ? s->numel[ts[k]] : 1), sizeof **G))) goto oom;
+    for (int64_t i = 0; i < s->numel[nd->out]; i++) G[nd->out][i] = dy[i];
+    BCtx b = { { g, nd, node, (RefState *)s, training, seed, err, errlen }, G };
+    int rc = bw_node(&b);
+    if (rc == 0)
+        for (int64_t i = 0; i < s->numel[target]; i++) out[i] = (float)G[target][i];
+    for (int k = 0; k < g->ntensors; k++) free(G[k]);
+    free(G);
+    return rc;
+oom:
+    if (G)
+        for (int k = 0; k < g->ntensors; k++) free(G[k]);
+    free(G);
+    if (err && errlen) snprintf(err, errlen, "backward: out of memory");
+    return -1;
 }

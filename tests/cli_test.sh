@@ -48,6 +48,11 @@ expect 0 "check unet3d anisotropic protocol" -- "$NETC" check netdefs/unet3d.net
 expect 0 "quiet check" -- "$NETC" check -q netdefs/unet2d.net
 [ -s "$tmp/out" ] && bad "quiet check printed something" || ok
 
+# the training graph with its backward pass
+expect 0 "check --autodiff" -- "$NETC" check netdefs/unet2d.net --autodiff
+contains "check --autodiff" "grad.enc.0.conv_bn_relu.conv.weight"
+contains "check --autodiff" "grad.loss"
+
 # overrides
 expect 0 "-D base" -- "$NETC" check netdefs/unet2d.net -D base=16
 contains "-D base" "enc.0.conv_bn_relu.conv"

@@ -43,6 +43,7 @@ Suite *expand_suite(void);
 Suite *netdefs_suite(void);
 Suite *golden_suite(void);
 Suite *nifti_suite(void);
+Suite *autodiff_suite(void);
 Suite *ref_suite(void);
 Suite *ref_grad_suite(void);
 Suite *safetensors_suite(void);
