@@ -122,3 +122,54 @@ int autodiff(Graph *g, int loss_tensor)
     free(grad);
     return g->nnodes - nn0;
 }
+
+static int hyper_input(Graph *g, const char *name)
+{
+    Shape scalar = { 0 };
+    int t = graph_add_tensor(g, name, scalar, DT_F32, TK_HYPER);
+    graph_add_input(g, name, t, NO_LOC);
+    return t;
+}
+
+int append_optimizer(Graph *g, const char *name, const double *num)
+{
+    bool sgd = strcmp(name, "sgd") == 0, adam = strcmp(name, "adam") == 0, adamw = strcmp(name, "adamw") == 0;
+    if (!sgd && !adam && !adamw) return -1;
+    OpKind op = sgd ? OP_SGD_UPDATE : OP_ADAM_UPDATE;
+    OpAttrs at;
+    op_default_attrs(op, g->spatial_rank, &at);
+    if (sgd) {
+        at.opt_momentum = num[1];
+        at.opt_nesterov = num[2] != 0;
+        at.opt_weight_decay = num[3];
+    } else {
+        at.opt_beta1 = num[1];
+        at.opt_beta2 = num[2];
+        at.opt_eps = num[3];
+        at.opt_weight_decay = num[4];
+        at.opt_decoupled = adamw;
+    }
+    int lr = hyper_input(g, "train.lr"), step = hyper_input(g, "train.step");
+    int count = 0, np = g->nparams;
+    for (int i = 0; i < np; i++) {
+        Param p = g->params[i];   /* a copy: adding parameters may move the array */
+        if (p.grad < 0) continue;
+        int in[4] = { p.tensor, p.grad, lr, step };
+        char *nodename = joined("update.", p.name, "");
+        int out = graph_add_tensor(g, nodename, g->tensors[p.tensor].shape, DT_F32, TK_ACTIVATION);
+        int node = graph_add_node(g, op, nodename, in, 4, out, &at, NO_LOC);
+        g->tensors[out].producer = node;
+        const char *states[2] = { sgd ? "momentum_buffer" : "exp_avg", "exp_avg_sq" };
+        int nstates = sgd ? (at.opt_momentum != 0) : 2;
+        for (int k = 0; k < nstates; k++) {
+            char *sn = joined(p.name, ".", states[k]);
+            ParamSpec ps = { .suffix = sn, .shape = g->tensors[p.tensor].shape, .trainable = false };
+            ps.init.kind = INIT_ZEROS;
+            graph_add_param(g, node, &ps);
+            free(sn);
+        }
+        free(nodename);
+        count++;
+    }
+    return count;
+}

@@ -8,7 +8,7 @@ typedef struct {
     const char *protocol;   /* NULL: the only one, or the one a train block names */
     const char *net;        /* NULL: the only net of the main file */
     bool train;             /* return the training graph (net at the train patch + losses) */
-    bool autodiff;          /* with train: append the backward pass (gradient nodes) */
+    bool autodiff;          /* with train: append the backward pass and the optimizer update */
     Override *ov;           /* -D overrides (text in, parsed value out) */
     int nov;
     Protocol **protocol_out;  /* if set, receives the checked protocol (caller frees) */

@@ -187,7 +187,8 @@ void graph_print_table(const Graph *g, FILE *out)
     for (int i = 0; i < g->ninputs; i++) {
         const Tensor *t = &g->tensors[g->inputs[i].tensor];
         fprintf(out, "%4s  %-*s  %-14s  %-22s  %12s  %12s\n", "in", w, g->inputs[i].name,
-                t->kind == TK_LABEL ? "labels" : "input", shape_format(sb, sizeof sb, &t->shape, false), "", "");
+                t->kind == TK_LABEL ? "labels" : t->kind == TK_HYPER ? "hyper" : "input",
+                t->shape.rank ? shape_format(sb, sizeof sb, &t->shape, false) : "scalar", "", "");
     }
     for (int i = 0; i < g->nnodes; i++) {
         const Node *n = &g->nodes[i];
@@ -339,7 +340,7 @@ void graph_print_json(const Graph *g, FILE *out)
     fprintf(out, ",\n  \"protocol\": ");
     json_str(out, g->protocol_name);
     fprintf(out, ",\n  \"spatial_rank\": %d,\n  \"tensors\": [\n", g->spatial_rank);
-    static const char *kinds[] = { "input", "labels", "param", "activation" };
+    static const char *kinds[] = { "input", "labels", "param", "activation", "hyper" };
     for (int i = 0; i < g->ntensors; i++) {
         const Tensor *t = &g->tensors[i];
         fprintf(out, "    {\"id\": %d, \"name\": ", i);

@@ -85,6 +85,10 @@ typedef struct {
     int init;                         /* InitKind for the weight */
     int grad_node, grad_operand;      /* grad: the forward node and which of its
                                          inputs (0..nin-1) or params (nin + j) */
+    /* sgd_update / adam_update (hyperparameters that schedules do not change;
+     * the learning rate and the step count are scalar inputs) */
+    double opt_momentum, opt_weight_decay, opt_beta1, opt_beta2, opt_eps;
+    bool opt_nesterov, opt_decoupled;
     int nweights;
     double weights[64];               /* ce / focal class weights */
 } OpAttrs;
@@ -117,7 +121,7 @@ typedef struct {
     bool trainable;         /* false for buffers such as running statistics */
 } ParamSpec;
 
-typedef enum { TK_INPUT, TK_LABEL, TK_PARAM, TK_ACTIVATION } TensorKind;
+typedef enum { TK_INPUT, TK_LABEL, TK_PARAM, TK_ACTIVATION, TK_HYPER /* lr, step: set per training step */ } TensorKind;
 
 typedef struct Tensor {
     char *name;

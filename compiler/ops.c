@@ -413,6 +413,12 @@ const OpInfo op_table[OP_COUNT] = {
         ops_shape_grad, params_none, flops_zero, true },
     [OP_ONES] = { "ones", FK_ELEMWISE, 0, 0, no_attrs,
         "autodiff: the seed gradient d(loss)/d(loss) = 1", ops_shape_ones, params_none, flops_zero, true },
+    [OP_SGD_UPDATE] = { "sgd_update", FK_ELEMWISE, 4, 4, no_attrs,
+        "optimizer: SGD (momentum, Nesterov, weight decay) step of one parameter; inputs param, grad, lr, step; "
+        "updates its momentum buffer in place", ops_shape_update, params_none, flops_zero, true },
+    [OP_ADAM_UPDATE] = { "adam_update", FK_ELEMWISE, 4, 4, no_attrs,
+        "optimizer: Adam / AdamW step of one parameter; inputs param, grad, lr, step; "
+        "updates its moment buffers in place", ops_shape_update, params_none, flops_zero, true },
 };
 
 OpKind op_lookup(const char *name)

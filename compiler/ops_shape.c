@@ -711,3 +711,12 @@ bool ops_shape_ones(const ShapeCtx *cx, OpAttrs *at, const Shape *in, int nin, S
     memset(out, 0, sizeof *out);
     return true;
 }
+
+/* sgd_update, adam_update: the parameter's new value. */
+bool ops_shape_update(const ShapeCtx *cx, OpAttrs *at, const Shape *in, int nin, Shape *out)
+{
+    (void)cx; (void)at;
+    if (nin < 1) return false;
+    *out = in[0];
+    return true;
+}

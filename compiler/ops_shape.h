@@ -10,7 +10,7 @@ RULE(conv) RULE(upconv) RULE(maxpool) RULE(avgpool) RULE(global_avgpool) RULE(up
 RULE(concat) RULE(crop) RULE(pad) RULE(add) RULE(mul) RULE(scale)
 RULE(batchnorm) RULE(instancenorm) RULE(relu) RULE(leaky_relu) RULE(prelu) RULE(elu)
 RULE(sigmoid) RULE(tanh) RULE(softmax) RULE(dropout) RULE(ce) RULE(dice) RULE(focal)
-RULE(grad) RULE(ones)
+RULE(grad) RULE(ones) RULE(update)
 #undef RULE
 
 #endif

@@ -328,6 +328,7 @@ int ref_run_node(const Graph *g, RefState *s, int i, bool training, uint64_t see
         return ref_vjp(g, s, nd->at.grad_node, s->buf[nd->in[0]], nd->at.grad_operand, s->buf[nd->out],
                        training, seed, err, errlen);
     }
+    case OP_SGD_UPDATE: case OP_ADAM_UPDATE: return ref_update_node(&cx);
     case OP_ONES:
         for (int64_t k = 0; k < s->numel[g->nodes[i].out]; k++) s->buf[g->nodes[i].out][k] = 1;
         return 0;

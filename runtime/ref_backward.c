@@ -625,7 +625,7 @@ static int bw_node(const BCtx *b)
     case OP_SIGMOID: case OP_TANH: case OP_DROPOUT:
         return bw_elementwise(b);
     case OP_CE: case OP_DICE: case OP_FOCAL: return bw_loss(b);
-    case OP_GRAD: case OP_ONES: break;   /* second derivatives: not needed for training */
+    case OP_GRAD: case OP_ONES: case OP_SGD_UPDATE: case OP_ADAM_UPDATE: break;   /* second derivatives: not needed for training */
     case OP_COUNT: break;
     }
     return ref_fail(cx, "backward of %s is not implemented yet",

@@ -71,6 +71,9 @@ int ref_upsample(const RefCtx *cx);
 int ref_batchnorm(const RefCtx *cx);
 int ref_instancenorm(const RefCtx *cx);
 
+/* ref_optim.c: an sgd_update / adam_update node */
+int ref_update_node(const RefCtx *cx);
+
 /* ref_loss.c */
 int ref_loss(const RefCtx *cx);
 

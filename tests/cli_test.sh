@@ -52,6 +52,7 @@ expect 0 "quiet check" -- "$NETC" check -q netdefs/unet2d.net
 expect 0 "check --autodiff" -- "$NETC" check netdefs/unet2d.net --autodiff
 contains "check --autodiff" "grad.enc.0.conv_bn_relu.conv.weight"
 contains "check --autodiff" "grad.loss"
+contains "check --autodiff" "update.logits.weight"
 
 # overrides
 expect 0 "-D base" -- "$NETC" check netdefs/unet2d.net -D base=16
