@@ -1,6 +1,7 @@
 /* safetensors.c — see safetensors.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "safetensors.h"
+#include "safetensors_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,9 +17,8 @@
 #include <cjson/cJSON.h>
 
 #define MAX_EXACT_INT 9007199254740992.0   /* 2^53: larger JSON numbers lose digits */
-#define LOAD_MAX_LINES 20
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
+void st_seterr(char *err, size_t errlen, const char *fmt, ...)
 {
     if (!err || errlen == 0) return;
     va_list ap;
@@ -43,7 +43,7 @@ size_t st_dtype_size(const char *dtype)
 }
 
 /* "[16, 1, 3, 3]" */
-static const char *fmt_shape(char *buf, size_t n, int rank, const int64_t *d)
+const char *st_fmt_shape(char *buf, size_t n, int rank, const int64_t *d)
 {
     size_t k = 0;
     k += (size_t)snprintf(buf, n, "[");
@@ -154,30 +154,30 @@ static unsigned char *slurp(const char *path, size_t *size, char *err, size_t er
 {
     int fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) {
-        seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        st_seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        seterr(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
+        st_seterr(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
         close(fd);
         return NULL;
     }
     if (!S_ISREG(st.st_mode)) {
-        seterr(err, errlen, "%s: %s, not a safetensors file", path,
+        st_seterr(err, errlen, "%s: %s, not a safetensors file", path,
                S_ISDIR(st.st_mode) ? "is a directory" : "is not a regular file");
         close(fd);
         return NULL;
     }
     if (st.st_size < 0 || (uint64_t)st.st_size > SIZE_MAX - 1) {
-        seterr(err, errlen, "%s: file is too large", path);
+        st_seterr(err, errlen, "%s: file is too large", path);
         close(fd);
         return NULL;
     }
     size_t n = (size_t)st.st_size;
     unsigned char *buf = malloc(n ? n : 1);
     if (!buf) {
-        seterr(err, errlen, "%s: out of memory reading %zu bytes", path, n);
+        st_seterr(err, errlen, "%s: out of memory reading %zu bytes", path, n);
         close(fd);
         return NULL;
     }
@@ -186,7 +186,7 @@ static unsigned char *slurp(const char *path, size_t *size, char *err, size_t er
         ssize_t r = read(fd, buf + got, n - got);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
-            seterr(err, errlen, "%s: read failed after %zu of %zu bytes: %s", path, got, n,
+            st_seterr(err, errlen, "%s: read failed after %zu of %zu bytes: %s", path, got, n,
                    r < 0 ? strerror(errno) : "file shrank");
             free(buf);
             close(fd);
@@ -219,7 +219,7 @@ static int parse_entry(const char *path, const cJSON *j, size_t data_size, StEnt
 {
     const char *name = j->string;
     if (!cJSON_IsObject(j)) {
-        seterr(err, errlen, "%s: tensor `%s`: entry is %s, not an object", path, name, json_kind(j));
+        st_seterr(err, errlen, "%s: tensor `%s`: entry is %s, not an object", path, name, json_kind(j));
         return -1;
     }
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(j, "dtype");
@@ -227,26 +227,26 @@ static int parse_entry(const char *path, const cJSON *j, size_t data_size, StEnt
     const cJSON *of = cJSON_GetObjectItemCaseSensitive(j, "data_offsets");
     const char *missing = !dt ? "dtype" : !sh ? "shape" : !of ? "data_offsets" : NULL;
     if (missing) {
-        seterr(err, errlen, "%s: tensor `%s`: entry has no `%s`", path, name, missing);
+        st_seterr(err, errlen, "%s: tensor `%s`: entry has no `%s`", path, name, missing);
         return -1;
     }
     if (!cJSON_IsString(dt)) {
-        seterr(err, errlen, "%s: tensor `%s`: dtype is %s, not a string", path, name, json_kind(dt));
+        st_seterr(err, errlen, "%s: tensor `%s`: dtype is %s, not a string", path, name, json_kind(dt));
         return -1;
     }
     size_t dsize = st_dtype_size(dt->valuestring);
     if (dsize == 0) {
-        seterr(err, errlen, "%s: tensor `%s`: unknown dtype `%.40s`", path, name, dt->valuestring);
+        st_seterr(err, errlen, "%s: tensor `%s`: unknown dtype `%.40s`", path, name, dt->valuestring);
         return -1;
     }
     snprintf(e->dtype, sizeof e->dtype, "%s", dt->valuestring);
     if (!cJSON_IsArray(sh)) {
-        seterr(err, errlen, "%s: tensor `%s`: shape is %s, not a list of integers", path, name, json_kind(sh));
+        st_seterr(err, errlen, "%s: tensor `%s`: shape is %s, not a list of integers", path, name, json_kind(sh));
         return -1;
     }
     int rank = cJSON_GetArraySize(sh);
     if (rank > ST_MAX_RANK) {
-        seterr(err, errlen, "%s: tensor `%s`: shape has %d dimensions, at most %d are supported",
+        st_seterr(err, errlen, "%s: tensor `%s`: shape has %d dimensions, at most %d are supported",
                path, name, rank, ST_MAX_RANK);
         return -1;
     }
@@ -256,10 +256,10 @@ static int parse_entry(const char *path, const cJSON *j, size_t data_size, StEnt
         uint64_t v;
         if (!json_uint(d, &v)) {
             if (cJSON_IsNumber(d))
-                seterr(err, errlen, "%s: tensor `%s`: shape dimension %d is %g, not a non-negative integer",
+                st_seterr(err, errlen, "%s: tensor `%s`: shape dimension %d is %g, not a non-negative integer",
                        path, name, k, d->valuedouble);
             else
-                seterr(err, errlen, "%s: tensor `%s`: shape dimension %d is %s, not a non-negative integer",
+                st_seterr(err, errlen, "%s: tensor `%s`: shape dimension %d is %s, not a non-negative integer",
                        path, name, k, json_kind(d));
             return -1;
         }
@@ -268,31 +268,31 @@ static int parse_entry(const char *path, const cJSON *j, size_t data_size, StEnt
     uint64_t b, end;
     if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2 || !json_uint(of->child, &b) ||
         !json_uint(of->child->next, &end)) {
-        seterr(err, errlen, "%s: tensor `%s`: data_offsets must be two non-negative integers [begin, end]",
+        st_seterr(err, errlen, "%s: tensor `%s`: data_offsets must be two non-negative integers [begin, end]",
                path, name);
         return -1;
     }
     if (b > end) {
-        seterr(err, errlen, "%s: tensor `%s`: data_offsets [%llu, %llu] end before they begin",
+        st_seterr(err, errlen, "%s: tensor `%s`: data_offsets [%llu, %llu] end before they begin",
                path, name, (unsigned long long)b, (unsigned long long)end);
         return -1;
     }
     if (end > data_size) {
-        seterr(err, errlen, "%s: tensor `%s`: data_offsets [%llu, %llu] run past the %zu bytes of data",
+        st_seterr(err, errlen, "%s: tensor `%s`: data_offsets [%llu, %llu] run past the %zu bytes of data",
                path, name, (unsigned long long)b, (unsigned long long)end, data_size);
         return -1;
     }
     char sbuf[256];
     uint64_t need;
     if (!tensor_bytes(rank, e->shape, dsize, &need)) {
-        seterr(err, errlen, "%s: tensor `%s`: shape %s of %s is too large", path, name,
-               fmt_shape(sbuf, sizeof sbuf, rank, e->shape), e->dtype);
+        st_seterr(err, errlen, "%s: tensor `%s`: shape %s of %s is too large", path, name,
+               st_fmt_shape(sbuf, sizeof sbuf, rank, e->shape), e->dtype);
         return -1;
     }
     if (end - b != need) {
-        seterr(err, errlen, "%s: tensor `%s`: data_offsets [%llu, %llu] hold %llu bytes but shape %s of %s needs %llu",
+        st_seterr(err, errlen, "%s: tensor `%s`: data_offsets [%llu, %llu] hold %llu bytes but shape %s of %s needs %llu",
                path, name, (unsigned long long)b, (unsigned long long)end, (unsigned long long)(end - b),
-               fmt_shape(sbuf, sizeof sbuf, rank, e->shape), e->dtype, (unsigned long long)need);
+               st_fmt_shape(sbuf, sizeof sbuf, rank, e->shape), e->dtype, (unsigned long long)need);
         return -1;
     }
     e->offset = (size_t)b;
@@ -303,31 +303,31 @@ static int parse_entry(const char *path, const cJSON *j, size_t data_size, StEnt
 static int parse_metadata(const char *path, const cJSON *m, StFile *f, char *err, size_t errlen)
 {
     if (!cJSON_IsObject(m)) {
-        seterr(err, errlen, "%s: __metadata__ is %s, not an object of strings", path, json_kind(m));
+        st_seterr(err, errlen, "%s: __metadata__ is %s, not an object of strings", path, json_kind(m));
         return -1;
     }
     int n = cJSON_GetArraySize(m);
     f->meta_keys = calloc((size_t)n + 1, sizeof *f->meta_keys);
     f->meta_vals = calloc((size_t)n + 1, sizeof *f->meta_vals);
     if (!f->meta_keys || !f->meta_vals) {
-        seterr(err, errlen, "%s: out of memory", path);
+        st_seterr(err, errlen, "%s: out of memory", path);
         return -1;
     }
     for (const cJSON *c = m->child; c; c = c->next) {
         if (!cJSON_IsString(c)) {
-            seterr(err, errlen, "%s: __metadata__ `%s` is %s, not a string", path, c->string, json_kind(c));
+            st_seterr(err, errlen, "%s: __metadata__ `%s` is %s, not a string", path, c->string, json_kind(c));
             return -1;
         }
         for (int i = 0; i < f->nmeta; i++)
             if (strcmp(f->meta_keys[i], c->string) == 0) {
-                seterr(err, errlen, "%s: __metadata__ `%s` appears twice", path, c->string);
+                st_seterr(err, errlen, "%s: __metadata__ `%s` appears twice", path, c->string);
                 return -1;
             }
         f->meta_keys[f->nmeta] = xstrdup(c->string);
         f->meta_vals[f->nmeta] = xstrdup(c->valuestring);
         f->nmeta++;
         if (!f->meta_keys[f->nmeta - 1] || !f->meta_vals[f->nmeta - 1]) {
-            seterr(err, errlen, "%s: out of memory", path);
+            st_seterr(err, errlen, "%s: out of memory", path);
             return -1;
         }
     }
@@ -339,21 +339,21 @@ static int check_layout(StFile *f, char *err, size_t errlen)
 {
     if (f->n == 0) {
         if (f->data_size != 0) {
-            seterr(err, errlen, "%s: %zu bytes of data but no tensors", f->path, f->data_size);
+            st_seterr(err, errlen, "%s: %zu bytes of data but no tensors", f->path, f->data_size);
             return -1;
         }
         return 0;
     }
     StEntry **s = malloc((size_t)f->n * sizeof *s);
     if (!s) {
-        seterr(err, errlen, "%s: out of memory", f->path);
+        st_seterr(err, errlen, "%s: out of memory", f->path);
         return -1;
     }
     for (int i = 0; i < f->n; i++) s[i] = &f->entries[i];
     qsort(s, (size_t)f->n, sizeof *s, cmp_entry_name);
     for (int i = 1; i < f->n; i++)
         if (strcmp(s[i]->name, s[i - 1]->name) == 0) {
-            seterr(err, errlen, "%s: tensor `%s` appears twice in the header", f->path, s[i]->name);
+            st_seterr(err, errlen, "%s: tensor `%s` appears twice in the header", f->path, s[i]->name);
             free(s);
             return -1;
         }
@@ -363,7 +363,7 @@ static int check_layout(StFile *f, char *err, size_t errlen)
     for (int i = 0; i < f->n; i++) {
         const StEntry *e = s[i];
         if (e->offset < pos) {
-            seterr(err, errlen, "%s: tensor `%s`: data_offsets [%zu, %zu] overlap tensor `%s` [%zu, %zu]",
+            st_seterr(err, errlen, "%s: tensor `%s`: data_offsets [%zu, %zu] overlap tensor `%s` [%zu, %zu]",
                    f->path, e->name, e->offset, e->offset + e->nbytes, prev->name, prev->offset,
                    prev->offset + prev->nbytes);
             free(s);
@@ -371,10 +371,10 @@ static int check_layout(StFile *f, char *err, size_t errlen)
         }
         if (e->offset > pos) {
             if (prev)
-                seterr(err, errlen, "%s: bytes [%zu, %zu) of the data belong to no tensor (between `%s` and `%s`)",
+                st_seterr(err, errlen, "%s: bytes [%zu, %zu) of the data belong to no tensor (between `%s` and `%s`)",
                        f->path, pos, e->offset, prev->name, e->name);
             else
-                seterr(err, errlen, "%s: bytes [0, %zu) of the data belong to no tensor (before `%s`)",
+                st_seterr(err, errlen, "%s: bytes [0, %zu) of the data belong to no tensor (before `%s`)",
                        f->path, e->offset, e->name);
             free(s);
             return -1;
@@ -384,7 +384,7 @@ static int check_layout(StFile *f, char *err, size_t errlen)
     }
     free(s);
     if (pos != f->data_size) {
-        seterr(err, errlen, "%s: bytes [%zu, %zu) at the end of the data belong to no tensor",
+        st_seterr(err, errlen, "%s: bytes [%zu, %zu) at the end of the data belong to no tensor",
                f->path, pos, f->data_size);
         return -1;
     }
@@ -394,7 +394,7 @@ static int check_layout(StFile *f, char *err, size_t errlen)
 StFile *st_read(const char *path, char *err, size_t errlen)
 {
     if (!path) {
-        seterr(err, errlen, "st_read: no path");
+        st_seterr(err, errlen, "st_read: no path");
         return NULL;
     }
     size_t size = 0;
@@ -404,45 +404,45 @@ StFile *st_read(const char *path, char *err, size_t errlen)
     char *hdr = NULL;
     cJSON *root = NULL;
     if (!f || !(f->path = xstrdup(path))) {
-        seterr(err, errlen, "%s: out of memory", path);
+        st_seterr(err, errlen, "%s: out of memory", path);
         goto fail;
     }
     f->buf_ = buf;
     if (size == 0) {
-        seterr(err, errlen, "%s: file is empty, not a safetensors file", path);
+        st_seterr(err, errlen, "%s: file is empty, not a safetensors file", path);
         goto fail;
     }
     if (size < 8) {
-        seterr(err, errlen, "%s: %zu bytes is too short for a safetensors file (it starts with an 8-byte header length)",
+        st_seterr(err, errlen, "%s: %zu bytes is too short for a safetensors file (it starts with an 8-byte header length)",
                path, size);
         goto fail;
     }
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | buf[i];
     if (n > ST_MAX_HEADER) {
-        seterr(err, errlen, "%s: header length %llu is over the 100 MB limit (not a safetensors file?)",
+        st_seterr(err, errlen, "%s: header length %llu is over the 100 MB limit (not a safetensors file?)",
                path, (unsigned long long)n);
         goto fail;
     }
     if (n > size - 8) {
-        seterr(err, errlen, "%s: header length %llu runs past the end of the file (%zu bytes follow the length; truncated?)",
+        st_seterr(err, errlen, "%s: header length %llu runs past the end of the file (%zu bytes follow the length; truncated?)",
                path, (unsigned long long)n, size - 8);
         goto fail;
     }
     const unsigned char *h = buf + 8;
     if (!valid_utf8(h, (size_t)n)) {
-        seterr(err, errlen, "%s: header is not valid UTF-8", path);
+        st_seterr(err, errlen, "%s: header is not valid UTF-8", path);
         goto fail;
     }
     for (size_t i = 0; i < n; i++)
         if (h[i] < 0x20 && h[i] != ' ' && h[i] != '\t' && h[i] != '\n' && h[i] != '\r') {
-            seterr(err, errlen, "%s: header is not valid JSON (control byte 0x%02x at header byte %zu)",
+            st_seterr(err, errlen, "%s: header is not valid JSON (control byte 0x%02x at header byte %zu)",
                    path, h[i], i);
             goto fail;
         }
     hdr = malloc((size_t)n + 1);
     if (!hdr) {
-        seterr(err, errlen, "%s: out of memory", path);
+        st_seterr(err, errlen, "%s: out of memory", path);
         goto fail;
     }
     memcpy(hdr, h, (size_t)n);
@@ -451,17 +451,17 @@ StFile *st_read(const char *path, char *err, size_t errlen)
     root = cJSON_ParseWithLengthOpts(hdr, (size_t)n + 1, &end, false);
     if (!root) {
         size_t at = end && end >= hdr && end <= hdr + n ? (size_t)(end - hdr) : 0;
-        seterr(err, errlen, "%s: header is not valid JSON (error near header byte %zu)", path, at);
+        st_seterr(err, errlen, "%s: header is not valid JSON (error near header byte %zu)", path, at);
         goto fail;
     }
     for (const char *p = end; p && *p; p++)
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            seterr(err, errlen, "%s: header has text after its JSON value (at header byte %zu)",
+            st_seterr(err, errlen, "%s: header has text after its JSON value (at header byte %zu)",
                    path, (size_t)(p - hdr));
             goto fail;
         }
     if (!cJSON_IsObject(root)) {
-        seterr(err, errlen, "%s: header is %s, not a JSON object", path, json_kind(root));
+        st_seterr(err, errlen, "%s: header is %s, not a JSON object", path, json_kind(root));
         goto fail;
     }
     f->data = buf + 8 + n;
@@ -469,14 +469,14 @@ StFile *st_read(const char *path, char *err, size_t errlen)
     int count = cJSON_GetArraySize(root);
     f->entries = calloc((size_t)count + 1, sizeof *f->entries);
     if (!f->entries) {
-        seterr(err, errlen, "%s: out of memory", path);
+        st_seterr(err, errlen, "%s: out of memory", path);
         goto fail;
     }
     bool have_meta = false;
     for (const cJSON *c = root->child; c; c = c->next) {
         if (strcmp(c->string, "__metadata__") == 0) {
             if (have_meta) {
-                seterr(err, errlen, "%s: __metadata__ appears twice in the header", path);
+                st_seterr(err, errlen, "%s: __metadata__ appears twice in the header", path);
                 goto fail;
             }
             have_meta = true;
@@ -486,7 +486,7 @@ StFile *st_read(const char *path, char *err, size_t errlen)
         StEntry *e = &f->entries[f->n];
         if (parse_entry(path, c, f->data_size, e, err, errlen) != 0) goto fail;
         if (!(e->name = xstrdup(c->string))) {
-            seterr(err, errlen, "%s: out of memory", path);
+            st_seterr(err, errlen, "%s: out of memory", path);
             goto fail;
         }
         f->n++;
@@ -546,9 +546,7 @@ int st_to_float(const StFile *f, const StEntry *e, float *out)
 
 /* ---- writing ----------------------------------------------------------- */
 
-typedef struct { char *s; size_t n, cap; bool oom; } Buf;
-
-static void bput(Buf *b, const char *s, size_t n)
+void st_bput(StBuf *b, const char *s, size_t n)
 {
     if (b->oom) return;
     if (b->n + n + 1 > b->cap) {
@@ -564,28 +562,28 @@ static void bput(Buf *b, const char *s, size_t n)
     b->s[b->n] = '\0';
 }
 
-static void bputs(Buf *b, const char *s) { bput(b, s, strlen(s)); }
+void st_bputs(StBuf *b, const char *s) { st_bput(b, s, strlen(s)); }
 
-static void bprintf(Buf *b, const char *fmt, ...)
+static void bprintf(StBuf *b, const char *fmt, ...)
 {
     char tmp[128];
     va_list ap;
     va_start(ap, fmt);
     int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
-    if (k > 0) bput(b, tmp, (size_t)k < sizeof tmp ? (size_t)k : sizeof tmp - 1);
+    if (k > 0) st_bput(b, tmp, (size_t)k < sizeof tmp ? (size_t)k : sizeof tmp - 1);
 }
 
-static void bstr(Buf *b, const char *s)
+static void bstr(StBuf *b, const char *s)
 {
-    bputs(b, "\"");
+    st_bputs(b, "\"");
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"') bputs(b, "\\\"");
-        else if (*p == '\\') bputs(b, "\\\\");
+        if (*p == '"') st_bputs(b, "\\\"");
+        else if (*p == '\\') st_bputs(b, "\\\\");
         else if (*p < 0x20) bprintf(b, "\\u%04x", *p);
-        else bput(b, (const char *)p, 1);
+        else st_bput(b, (const char *)p, 1);
     }
-    bputs(b, "\"");
+    st_bputs(b, "\"");
 }
 
 typedef struct { const StTensor *t; size_t dsize; uint64_t nbytes; } WItem;
@@ -615,15 +613,15 @@ int st_write(const char *path, const StTensor *t, int n,
              char *err, size_t errlen)
 {
     if (!path || n < 0 || (n > 0 && !t) || nmeta < 0 || (nmeta > 0 && (!meta_keys || !meta_vals))) {
-        seterr(err, errlen, "%s: st_write: bad arguments", path ? path : "(null)");
+        st_seterr(err, errlen, "%s: st_write: bad arguments", path ? path : "(null)");
         return -1;
     }
     WItem *w = calloc((size_t)n + 1, sizeof *w);
-    Buf b = { 0 };
+    StBuf b = { 0 };
     char *tmp = NULL;
     int fd = -1, rc = -1;
     if (!w) {
-        seterr(err, errlen, "%s: out of memory", path);
+        st_seterr(err, errlen, "%s: out of memory", path);
         goto out;
     }
     for (int i = 0; i < n; i++) {
@@ -631,64 +629,64 @@ int st_write(const char *path, const StTensor *t, int n,
         const char *dt = t[i].dtype ? t[i].dtype : "F32";
         if (!name || !*name || strcmp(name, "__metadata__") == 0 ||
             !valid_utf8((const unsigned char *)name, strlen(name))) {
-            seterr(err, errlen, "%s: tensor %d: name `%s` cannot be written", path, i, name ? name : "(null)");
+            st_seterr(err, errlen, "%s: tensor %d: name `%s` cannot be written", path, i, name ? name : "(null)");
             goto out;
         }
         w[i].t = &t[i];
         w[i].dsize = st_dtype_size(dt);
         if (w[i].dsize == 0) {
-            seterr(err, errlen, "%s: tensor `%s`: unknown dtype `%s`", path, name, dt);
+            st_seterr(err, errlen, "%s: tensor `%s`: unknown dtype `%s`", path, name, dt);
             goto out;
         }
         if (t[i].rank < 0 || t[i].rank > ST_MAX_RANK) {
-            seterr(err, errlen, "%s: tensor `%s`: rank %d is not in 0..%d", path, name, t[i].rank, ST_MAX_RANK);
+            st_seterr(err, errlen, "%s: tensor `%s`: rank %d is not in 0..%d", path, name, t[i].rank, ST_MAX_RANK);
             goto out;
         }
         for (int k = 0; k < t[i].rank; k++)
             if (t[i].shape[k] < 0) {
-                seterr(err, errlen, "%s: tensor `%s`: negative dimension %lld", path, name,
+                st_seterr(err, errlen, "%s: tensor `%s`: negative dimension %lld", path, name,
                        (long long)t[i].shape[k]);
                 goto out;
             }
         if (!tensor_bytes(t[i].rank, t[i].shape, w[i].dsize, &w[i].nbytes) || w[i].nbytes > SIZE_MAX / 2) {
-            seterr(err, errlen, "%s: tensor `%s`: too large", path, name);
+            st_seterr(err, errlen, "%s: tensor `%s`: too large", path, name);
             goto out;
         }
         if (w[i].nbytes > 0 && !t[i].data) {
-            seterr(err, errlen, "%s: tensor `%s`: no data", path, name);
+            st_seterr(err, errlen, "%s: tensor `%s`: no data", path, name);
             goto out;
         }
     }
     qsort(w, (size_t)n, sizeof *w, cmp_witem);
     for (int i = 1; i < n; i++)
         if (strcmp(w[i].t->name, w[i - 1].t->name) == 0) {
-            seterr(err, errlen, "%s: tensor `%s` is given twice", path, w[i].t->name);
+            st_seterr(err, errlen, "%s: tensor `%s` is given twice", path, w[i].t->name);
             goto out;
         }
     for (int i = 0; i < nmeta; i++)
         if (!meta_keys[i] || !meta_vals[i] ||
             !valid_utf8((const unsigned char *)meta_keys[i], strlen(meta_keys[i])) ||
             !valid_utf8((const unsigned char *)meta_vals[i], strlen(meta_vals[i]))) {
-            seterr(err, errlen, "%s: metadata entry %d is missing or not UTF-8", path, i);
+            st_seterr(err, errlen, "%s: metadata entry %d is missing or not UTF-8", path, i);
             goto out;
         }
 
-    bputs(&b, "{");
+    st_bputs(&b, "{");
     bool first = true;
     if (nmeta > 0) {
-        bputs(&b, "\"__metadata__\":{");
+        st_bputs(&b, "\"__metadata__\":{");
         for (int i = 0; i < nmeta; i++) {
-            if (i) bputs(&b, ",");
+            if (i) st_bputs(&b, ",");
             bstr(&b, meta_keys[i]);
-            bputs(&b, ":");
+            st_bputs(&b, ":");
             bstr(&b, meta_vals[i]);
         }
-        bputs(&b, "}");
+        st_bputs(&b, "}");
         first = false;
     }
     uint64_t off = 0;
     for (int i = 0; i < n; i++) {
-        if (!first) bputs(&b, ",");
+        if (!first) st_bputs(&b, ",");
         first = false;
         bstr(&b, w[i].t->name);
         bprintf(&b, ":{\"dtype\":\"%s\",\"shape\":[", w[i].t->dtype ? w[i].t->dtype : "F32");
@@ -697,27 +695,27 @@ int st_write(const char *path, const StTensor *t, int n,
                 (unsigned long long)(off + w[i].nbytes));
         off += w[i].nbytes;
     }
-    bputs(&b, "}");
-    while (b.n % 8 != 0) bputs(&b, " ");
+    st_bputs(&b, "}");
+    while (b.n % 8 != 0) st_bputs(&b, " ");
     if (b.oom) {
-        seterr(err, errlen, "%s: out of memory", path);
+        st_seterr(err, errlen, "%s: out of memory", path);
         goto out;
     }
     if (b.n > ST_MAX_HEADER) {
-        seterr(err, errlen, "%s: header of %zu bytes is over the 100 MB limit", path, b.n);
+        st_seterr(err, errlen, "%s: header of %zu bytes is over the 100 MB limit", path, b.n);
         goto out;
     }
 
     size_t tl = strlen(path) + 32;
     tmp = malloc(tl);
     if (!tmp) {
-        seterr(err, errlen, "%s: out of memory", path);
+        st_seterr(err, errlen, "%s: out of memory", path);
         goto out;
     }
     snprintf(tmp, tl, "%s.tmp.%ld", path, (long)getpid());
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
-        seterr(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
+        st_seterr(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
         goto out;
     }
     unsigned char len8[8];
@@ -726,17 +724,17 @@ int st_write(const char *path, const StTensor *t, int n,
     for (int i = 0; ok && i < n; i++)
         ok = w[i].nbytes == 0 || write_all(fd, w[i].t->data, (size_t)w[i].nbytes);
     if (!ok || fsync(fd) != 0) {
-        seterr(err, errlen, "%s: writing %s failed: %s", path, tmp, strerror(errno));
+        st_seterr(err, errlen, "%s: writing %s failed: %s", path, tmp, strerror(errno));
         goto out;
     }
     int cr = close(fd);
     fd = -1;
     if (cr != 0) {
-        seterr(err, errlen, "%s: writing %s failed: %s", path, tmp, strerror(errno));
+        st_seterr(err, errlen, "%s: writing %s failed: %s", path, tmp, strerror(errno));
         goto out;
     }
     if (rename(tmp, path) != 0) {
-        seterr(err, errlen, "%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
+        st_seterr(err, errlen, "%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
         goto out;
     }
     free(tmp);
@@ -750,189 +748,5 @@ out:
     }
     free(b.s);
     free(w);
-    return rc;
-}
-
-/* ---- graphs ------------------------------------------------------------ */
-
-int st_save_params(const char *path, const Graph *g, const float *const *param_data,
-                   char *err, size_t errlen)
-{
-    if (!g || (g->nparams > 0 && !param_data)) {
-        seterr(err, errlen, "%s: st_save_params: bad arguments", path ? path : "(null)");
-        return -1;
-    }
-    StTensor *t = calloc((size_t)g->nparams + 1, sizeof *t);
-    if (!t) {
-        seterr(err, errlen, "%s: out of memory", path);
-        return -1;
-    }
-    for (int i = 0; i < g->nparams; i++) {
-        const Param *p = &g->params[i];
-        const Shape *s = &g->tensors[p->tensor].shape;
-        t[i].name = p->name;
-        t[i].dtype = "F32";
-        t[i].rank = s->rank;
-        for (int k = 0; k < s->rank && k < ST_MAX_RANK; k++) t[i].shape[k] = s->d[k];
-        t[i].data = param_data[i];
-    }
-    const char *keys[] = { "format", "netc.net" };
-    const char *vals[] = { "pt", g->net_name ? g->net_name : "" };
-    int rc = st_write(path, t, g->nparams, keys, vals, 2, err, errlen);
-    free(t);
-    return rc;
-}
-
-/* Problem lines for st_load_params. */
-typedef struct { Buf b; int count, shown; } Problems;
-
-static void problem(Problems *pr, const char *fmt, ...)
-{
-    pr->count++;
-    if (pr->shown >= LOAD_MAX_LINES) return;
-    pr->shown++;
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    bputs(&pr->b, "\n  ");
-    bputs(&pr->b, line);
-}
-
-static int entry_index(const StFile *f, const char *name)
-{
-    const StEntry *e = st_find(f, name);
-    return e ? (int)(e - f->entries) : -1;
-}
-
-static bool is_nbt(const char *name)
-{
-    const char *s = "num_batches_tracked";
-    size_t n = strlen(name), k = strlen(s);
-    return n >= k && strcmp(name + n - k, s) == 0 && (n == k || name[n - k - 1] == '.');
-}
-
-static bool convertible(const char *dt)
-{
-    return strcmp(dt, "F32") == 0 || strcmp(dt, "F16") == 0 || strcmp(dt, "BF16") == 0 ||
-           strcmp(dt, "F64") == 0;
-}
-
-/* Parse the mapping file into src[] / mapped[]; problems for bad lines. */
-static int read_mapping(const char *mpath, const StFile *f, const Graph *g, int *src, bool *mapped,
-                        Problems *pr, char *err, size_t errlen)
-{
-    FILE *m = fopen(mpath, "r");
-    if (!m) {
-        seterr(err, errlen, "%s: cannot open mapping file: %s", mpath, strerror(errno));
-        return -1;
-    }
-    char line[4096];
-    int lineno = 0;
-    while (fgets(line, sizeof line, m)) {
-        lineno++;
-        char *hash = strchr(line, '#');
-        if (hash) *hash = '\0';
-        char *save = NULL;
-        char *a = strtok_r(line, " \t\r\n", &save);
-        if (!a) continue;
-        char *b = strtok_r(NULL, " \t\r\n", &save);
-        char *c = b ? strtok_r(NULL, " \t\r\n", &save) : NULL;
-        if (!b || c) {
-            problem(pr, "%s:%d: expected `their_name our_name`", mpath, lineno);
-            continue;
-        }
-        int fi = entry_index(f, a);
-        int pi = -1;
-        for (int i = 0; i < g->nparams; i++)
-            if (strcmp(g->params[i].name, b) == 0) { pi = i; break; }
-        if (fi < 0) problem(pr, "%s:%d: `%s` is not a tensor of %s", mpath, lineno, a, f->path);
-        else if (mapped[fi]) problem(pr, "%s:%d: `%s` is mapped twice", mpath, lineno, a);
-        if (pi < 0) problem(pr, "%s:%d: `%s` is not a parameter of net `%s`", mpath, lineno, b,
-                            g->net_name ? g->net_name : "?");
-        else if (src[pi] != -1) problem(pr, "%s:%d: `%s` is the target of two mapping lines", mpath, lineno, b);
-        if (fi >= 0) mapped[fi] = true;
-        if (pi >= 0 && src[pi] == -1) src[pi] = fi >= 0 ? fi : -2;   /* -2: mapped to a missing tensor */
-    }
-    fclose(m);
-    return 0;
-}
-
-int st_load_params(const StFile *f, const Graph *g, float **param_data,
-                   const char *mapping_path, char *err, size_t errlen)
-{
-    if (!f || !g || (g->nparams > 0 && !param_data)) {
-        seterr(err, errlen, "st_load_params: bad arguments");
-        return -1;
-    }
-    int np = g->nparams;
-    int *src = malloc(((size_t)np + 1) * sizeof *src);
-    bool *mapped = calloc((size_t)f->n + 1, sizeof *mapped);
-    bool *used = calloc((size_t)f->n + 1, sizeof *used);
-    Problems pr = { 0 };
-    int rc = -1;
-    if (!src || !mapped || !used) {
-        seterr(err, errlen, "%s: out of memory", f->path);
-        goto out;
-    }
-    for (int i = 0; i < np; i++) src[i] = -1;
-    if (mapping_path && read_mapping(mapping_path, f, g, src, mapped, &pr, err, errlen) != 0) goto out;
-    for (int i = 0; i < np; i++) {
-        const Param *p = &g->params[i];
-        const Shape *s = &g->tensors[p->tensor].shape;
-        char want[256], have[256];
-        fmt_shape(want, sizeof want, s->rank, s->d);
-        if (src[i] == -2) continue;          /* already reported by the mapping */
-        if (src[i] == -1) {
-            int fi = entry_index(f, p->name);
-            if (fi >= 0 && !mapped[fi]) src[i] = fi;
-        }
-        if (src[i] < 0) {
-            problem(&pr, "missing: `%s` (%s %s %s)", p->name, p->trainable ? "parameter" : "buffer", want, "F32");
-            continue;
-        }
-        const StEntry *e = &f->entries[src[i]];
-        used[src[i]] = true;
-        bool same = e->rank == s->rank;
-        for (int k = 0; same && k < s->rank; k++) same = e->shape[k] == s->d[k];
-        const char *as = strcmp(e->name, p->name) == 0 ? "" : " (mapped from `";
-        if (!same)
-            problem(&pr, "shape: `%s`%s%s%s is %s in the file, the net needs %s", p->name, as,
-                    *as ? e->name : "", *as ? "`)" : "", fmt_shape(have, sizeof have, e->rank, e->shape), want);
-        else if (!convertible(e->dtype))
-            problem(&pr, "dtype: `%s`%s%s%s is %s in the file, the net needs F32 (F16, BF16 and F64 are converted)",
-                    p->name, as, *as ? e->name : "", *as ? "`)" : "", e->dtype);
-    }
-    for (int i = 0; i < f->n; i++) {
-        const StEntry *e = &f->entries[i];
-        if (used[i] || mapped[i] || is_nbt(e->name)) continue;
-        char have[256];
-        problem(&pr, "extra: `%s` (%s %s) is not a parameter of net `%s`", e->name,
-                fmt_shape(have, sizeof have, e->rank, e->shape), e->dtype, g->net_name ? g->net_name : "?");
-    }
-    if (pr.count > 0) {
-        if (pr.count > pr.shown) {
-            char more[64];
-            snprintf(more, sizeof more, "\n  ... and %d more", pr.count - pr.shown);
-            bputs(&pr.b, more);
-        }
-        seterr(err, errlen, "%s: %d problem%s loading weights into net `%s`:%s", f->path, pr.count,
-               pr.count == 1 ? "" : "s", g->net_name ? g->net_name : "?", pr.b.s ? pr.b.s : "");
-        goto out;
-    }
-    for (int i = 0; i < np; i++) {
-        if (!param_data[i]) {
-            seterr(err, errlen, "%s: st_load_params: no buffer for `%s`", f->path, g->params[i].name);
-            goto out;
-        }
-    }
-    for (int i = 0; i < np; i++) st_to_float(f, &f->entries[src[i]], param_data[i]);
-    rc = 0;
-out:
-    free(pr.b.s);
-    free(src);
-    free(mapped);
-    free(used);
     return rc;
 }
