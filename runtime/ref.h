@@ -76,19 +76,17 @@ void ref_fill_uniform(RefState *s, int t, uint64_t seed, double lo, double hi);
  * nodes in reverse order, accumulating in double, stored as float32.
  * Frozen parameters and buffers (trainable = false) and int32 tensors get no
  * gradient (left zero).  Dropout replays the forward's mask (same seed). */
-typedef struct {
-    int ntensors;
-    float **buf;          /* per graph tensor, numel elements, zeroed */
-    int64_t *numel;
-} RefGrads;
+/* One float32 buffer per graph tensor, laid out like the state it belongs to. */
+typedef RefState RefGrads;
 
-RefGrads *ref_grads_new(const Graph *g);
+static inline RefGrads *ref_grads_new(const Graph *g) { return ref_new(g); }
+static inline void ref_grads_free(RefGrads *gr) { ref_free(gr); }
+
 /* The gradient of operand `operand` (an input index, or nin + j for the
  * node's parameter j) of node `node`, given dy = d(loss)/d(its output) and
  * the forward state: what an L1 `grad` node computes. */
 int ref_vjp(const Graph *g, const RefState *s, int node, const float *dy, int operand, float *out,
             bool training, uint64_t seed, char *err, size_t errlen);
-void ref_grads_free(RefGrads *gr);
 
 /* d(loss)/d(tensor) for the rank-0 (or one-element) tensor `loss_tensor`,
  * given the state after ref_forward(g, s, training, seed).  Overwrites gr.

@@ -482,20 +482,11 @@ static int bw_instancenorm(const BCtx *b)
 
 /* ---- losses ---------------------------------------------------------------------------------- */
 
+/* probabilities and log-probabilities over channels at voxel (n, p) */
 static void softmax_at(const float *x, const Geo *g, int64_t n, int64_t p, double *pr, double *lsm)
 {
-    int64_t sp = geo_sp(g);
-    const float *xp = x + n * g->c * sp + p;
-    double m = -INFINITY, sum = 0;
-    for (int64_t c = 0; c < g->c; c++)
-        if (xp[c * sp] > m) m = xp[c * sp];
-    for (int64_t c = 0; c < g->c; c++)
-        sum += exp(xp[c * sp] - m);
-    double lse = m + log(sum);
-    for (int64_t c = 0; c < g->c; c++) {
-        lsm[c] = xp[c * sp] - lse;
-        pr[c] = exp(lsm[c]);
-    }
+    ref_log_softmax_at(x, g, n, p, lsm);
+    for (int64_t c = 0; c < g->c; c++) pr[c] = exp(lsm[c]);
 }
 
 /* ce:    dL/dx_c = w_y (p_c - [c = y]) / sum w.
@@ -630,39 +621,6 @@ static int bw_node(const BCtx *b)
     }
     return ref_fail(cx, "backward of %s is not implemented yet",
                     (unsigned)cx->node->op < (unsigned)OP_COUNT ? op_table[(unsigned)cx->node->op].name : "?");
-}
-
-RefGrads *ref_grads_new(const Graph *g)
-{
-    RefGrads *gr = calloc(1, sizeof *gr);
-    if (!gr) return NULL;
-    gr->ntensors = g->ntensors;
-    gr->buf = calloc((size_t)(g->ntensors ? g->ntensors : 1), sizeof *gr->buf);
-    gr->numel = calloc((size_t)(g->ntensors ? g->ntensors : 1), sizeof *gr->numel);
-    if (!gr->buf || !gr->numel) {
-        ref_grads_free(gr);
-        return NULL;
-    }
-    for (int t = 0; t < g->ntensors; t++) {
-        int64_t n = g->tensors[t].shape.rank == 0 ? 1 : shape_numel(&g->tensors[t].shape);
-        gr->numel[t] = n;
-        gr->buf[t] = calloc((size_t)(n ? n : 1), sizeof(float));
-        if (!gr->buf[t]) {
-            ref_grads_free(gr);
-            return NULL;
-        }
-    }
-    return gr;
-}
-
-void ref_grads_free(RefGrads *gr)
-{
-    if (!gr) return;
-    for (int t = 0; gr->buf && t < gr->ntensors; t++)
-        free(gr->buf[t]);
-    free(gr->buf);
-    free(gr->numel);
-    free(gr);
 }
 
 static bool all_zero(const double *v, int64_t n)

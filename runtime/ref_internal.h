@@ -61,6 +61,8 @@ RefLerp ref_upsample_src(int64_t o, int64_t in, int64_t out, bool linear, bool a
 /* Labels at the logits' spatial size (downsampled or centre-cropped),
  * N x S row-major, malloc'd; NULL if out of memory. */
 int32_t *ref_prepare_labels(const RefCtx *cx, const Geo *lg);
+/* Log-softmax over the channels of voxel (n, p) of an N, C, ... tensor. */
+void ref_log_softmax_at(const float *x, const Geo *g, int64_t n, int64_t p, double *lsm);
 
 /* ref_ops.c */
 int ref_conv(const RefCtx *cx);

@@ -53,7 +53,7 @@ int32_t *ref_prepare_labels(const RefCtx *cx, const Geo *lg)
 }
 
 /* log softmax over channels of voxel (n, p) into lsm[C]. */
-static void log_softmax_at(const float *x, const Geo *g, int64_t n, int64_t p, double *lsm)
+void ref_log_softmax_at(const float *x, const Geo *g, int64_t n, int64_t p, double *lsm)
 {
     int64_t sp = geo_sp(g);
     const float *xp = x + n * g->c * sp + p;
@@ -95,7 +95,7 @@ int ref_loss(const RefCtx *cx)
                               (long long)y, (long long)C, (long long)n, (long long)p);
                 goto done;
             }
-            log_softmax_at(x, &g, n, p, lsm);
+            ref_log_softmax_at(x, &g, n, p, lsm);
             if (op == OP_CE) {
                 double w = at->nweights ? at->weights[y] : 1.0;
                 num += -w * lsm[y];

@@ -7,6 +7,7 @@
 
 #include "support.h"
 #include "ref.h"
+#include "ref_fixture.h"
 #include "ref_optim.h"
 
 #define TOL 1e-5
@@ -19,15 +20,6 @@ typedef struct {
     int in[4], out, node;
 } One;
 
-static Shape shp(int rank, const int64_t *d)
-{
-    Shape s = { rank, { 0 } };
-    for (int i = 0; i < rank; i++)
-        s.d[i] = d[i];
-    return s;
-}
-#define SH(...) shp((int)(sizeof((int64_t[]){ __VA_ARGS__ }) / sizeof(int64_t)), (int64_t[]){ __VA_ARGS__ })
-static const Shape SCALAR = { 0, { 0 } };
 
 /* Builds input tensors (the last is int32 labels when `labels`), runs the
  * shape rule, adds output, node and parameters, allocates the state and
@@ -95,22 +87,6 @@ static void expect(One *o, const double *want, int64_t n)
                       "element %lld: got %.7g, want %.7g", (long long)i, o->s->buf[o->out][i], want[i]);
 }
 #define EXPECT(o, ...) expect(o, (double[]){ __VA_ARGS__ }, (int64_t)(sizeof((double[]){ __VA_ARGS__ }) / sizeof(double)))
-
-static OpAttrs attrs(OpKind k, int sr)
-{
-    OpAttrs at;
-    op_default_attrs(k, sr, &at);
-    return at;
-}
-
-static void explicit_pad(OpAttrs *at, int sr, const int64_t *lo, const int64_t *hi)
-{
-    at->pad.mode = PAD_EXPLICIT;
-    for (int i = 0; i < sr; i++) {
-        at->pad.lo[i] = lo[i];
-        at->pad.hi[i] = hi[i];
-    }
-}
 
 /* ---- conv, upconv ------------------------------------------------------------------ */
 

@@ -19,6 +19,7 @@
 
 #include "support.h"
 #include "ref.h"
+#include "ref_fixture.h"
 
 #define FD_H 1e-2
 #define FD_REL 5e-3
@@ -26,31 +27,6 @@
 
 static double worst_rel;     /* worst relative error seen (NETC_GRAD_VERBOSE prints it) */
 
-static Shape shp(int rank, const int64_t *d)
-{
-    Shape s = { rank, { 0 } };
-    for (int i = 0; i < rank; i++)
-        s.d[i] = d[i];
-    return s;
-}
-#define SH(...) shp((int)(sizeof((int64_t[]){ __VA_ARGS__ }) / sizeof(int64_t)), (int64_t[]){ __VA_ARGS__ })
-static const Shape SCALAR = { 0, { 0 } };
-
-static OpAttrs attrs(OpKind k, int sr)
-{
-    OpAttrs at;
-    op_default_attrs(k, sr, &at);
-    return at;
-}
-
-static void explicit_pad(OpAttrs *at, int sr, const int64_t *lo, const int64_t *hi)
-{
-    at->pad.mode = PAD_EXPLICIT;
-    for (int i = 0; i < sr; i++) {
-        at->pad.lo[i] = lo[i];
-        at->pad.hi[i] = hi[i];
-    }
-}
 
 /* A shuffled ramp: spacing 0.04 * scale, centred, no value within 0.02 * scale of 0. */
 static void fill_spaced(float *v, int64_t n, uint64_t seed, double scale)
