@@ -75,7 +75,7 @@ static int count_inputs(const AstList *stmts)
  * not been given arguments yet. */
 static bool layer_fresh(const Layer *l)
 {
-    return (l->kind == LAYER_OP || l->kind == LAYER_BLOCK) && !l->args && !l->bound;
+    return (l->kind == LAYER_OP || l->kind == LAYER_BLOCK) && !l->configured;
 }
 
 /* Positional arguments that are bare names bound to nothing are almost
@@ -148,7 +148,7 @@ Value call_value(Sema *S, Value callee, const Ast *call)
             c->at_ok = true;
         }
         Value lv = { .kind = V_LAYER, .layer = c, .loc = call->loc };
-        if (!c->args) c->args = sema_alloc(S, sizeof(Arg));  /* mark as configured */
+        c->configured = true;
         if (nt == 0) return lv;
         /* Fewer tensors than the layer takes: a partial application whose
          * tensors come after the chained one, so x -> concat(skip) is

@@ -49,6 +49,7 @@ struct Layer {
     OpAttrs at;             /* LAYER_OP: the attributes, checked when the layer was made */
     bool at_ok;
     int *bound; int nbound; /* tensors given at the call (`add(y)`): come after the chained input */
+    bool configured;        /* called once already: conv(64, 3), relu(); further calls take tensors */
     Layer *first, *second;  /* LAYER_CHAIN: first, then second */
     const char *name;       /* op or block name, for messages and naming */
     SrcLoc loc;
