@@ -145,3 +145,15 @@ char *ast_to_string(const Ast *n)
     if (!b.s) { b.s = xmalloc(1); b.s[0] = 0; }
     return b.s;
 }
+
+bool ast_mentions(const Ast *n, const char *name)
+{
+    if (!n) return false;
+    if ((n->kind == A_IDENT || n->kind == A_INDEX) && n->str && strcmp(n->str, name) == 0) return true;
+    if (ast_mentions(n->a, name) || ast_mentions(n->b, name)) return true;
+    for (int i = 0; i < n->list.n; i++)
+        if (ast_mentions(n->list.items[i], name)) return true;
+    for (int i = 0; i < n->list2.n; i++)
+        if (ast_mentions(n->list2.items[i], name)) return true;
+    return false;
+}

@@ -42,6 +42,7 @@
 #ifndef NETC_AST_H
 #define NETC_AST_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include "diag.h"
 
@@ -101,6 +102,9 @@ const char *ast_op_text(int op);
 /* Render an expression back to source form (for messages and `netc check`).
  * Returns a malloc'd string. */
 char *ast_to_string(const Ast *n);
+/* Does identifier `name` occur anywhere in n (as a name, not a named
+ * argument's key or a member)? */
+bool ast_mentions(const Ast *n, const char *name);
 
 /* Parse one file's text. Returns a D_FILE node (possibly with A_ERROR parts);
  * errors are reported to d. `file` is the Diag file index of the text. */

@@ -258,13 +258,23 @@ static Value make_node(Sema *S, OpKind op, const int *in, int nin, OpAttrs *at, 
     for (int i = 0; i < nin; i++) {
         tin[i] = &g->tensors[in[i]];
         shapes[i] = tin[i]->shape;
-        bool label = tin[i]->kind == TK_LABEL;
+        bool label = tin[i]->kind == TK_LABEL, wmap = tin[i]->kind == TK_WEIGHTMAP;
         if (label && !(is_loss && i == 1)) {
             diag_error(S->diag, loc, "`%s` holds labels; it can only be the second argument of a loss", tin[i]->name);
             return value_error();
         }
         if (is_loss && i == 1 && !label) {
             diag_error(S->diag, loc, "the second argument of %s must be the labels (write `labels`)", info->name);
+            return value_error();
+        }
+        if (wmap && !(is_loss && i == 2)) {
+            diag_error(S->diag, loc, "`%s` holds voxel weights; it can only be the third argument of ce or focal",
+                       tin[i]->name);
+            return value_error();
+        }
+        if (is_loss && i == 2 && !wmap) {
+            diag_error(S->diag, loc, "the third argument of %s must be the voxel weight map (write `weightmap`)",
+                       info->name);
             return value_error();
         }
     }
@@ -838,6 +848,15 @@ bool expand_loss(Program *p, Graph *g, const Protocol *pr, const ExpandShape *sh
     graph_add_input(g, "labels", lt, loss->loc);
     Value lv = { .kind = V_TENSOR, .tensor = lt, .loc = loss->loc };
     env_define(&S, "labels", lv, false);
+    /* The per-voxel weight map is an input only when the loss uses it. */
+    if (ast_mentions(loss, "weightmap") && !env_lookup(&S, "weightmap")) {
+        ls.d[1] = 1;
+        int wt = graph_add_tensor(g, "weightmap", ls, DT_F32, TK_WEIGHTMAP);
+        g->tensors[wt].source_input = -1;
+        graph_add_input(g, "weightmap", wt, loss->loc);
+        Value wv = { .kind = V_TENSOR, .tensor = wt, .loc = loss->loc };
+        env_define(&S, "weightmap", wv, false);
+    }
     /* Only nodes created from here on are renamed by names_finalize. */
     int first_node = g->nnodes;
     names_push(&S, "loss");

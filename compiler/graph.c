@@ -114,9 +114,28 @@ int64_t graph_param_count(const Graph *g, bool trainable_only)
     return n;
 }
 
+/* Backward and update nodes are estimates from their forward node: the
+ * gradient of an input or a weight costs what the forward pass costs (conv:
+ * the transposed convolution, or the correlation of input and output
+ * gradient), a bias gradient one add per output element; an SGD update
+ * 6 FLOPs per parameter (decay, momentum, Nesterov, step), Adam 14. */
 double node_flops(const Graph *g, const Node *n)
 {
     const OpInfo *info = &op_table[n->op];
+    if (n->op == OP_GRAD) {
+        int f = n->at.grad_node;
+        if (f < 0 || f >= g->nnodes || &g->nodes[f] == n || g->nodes[f].op == OP_GRAD) return 0;
+        const Node *fw = &g->nodes[f];
+        int k = n->at.grad_operand;
+        if (k >= fw->nin && k - fw->nin < fw->nparams) {
+            const Param *p = &g->params[fw->params[k - fw->nin]];
+            size_t l = strlen(p->name);
+            if (l >= 5 && strcmp(p->name + l - 5, ".bias") == 0) return (double)shape_numel(&g->tensors[fw->out].shape);
+        }
+        return node_flops(g, fw);
+    }
+    if (n->op == OP_SGD_UPDATE || n->op == OP_ADAM_UPDATE)
+        return (n->op == OP_SGD_UPDATE ? 6.0 : 14.0) * (double)shape_numel(&g->tensors[n->out].shape);
     if (!info->flops) return 0;
     Shape in[64];
     int nin = n->nin < 64 ? n->nin : 64;
@@ -187,7 +206,7 @@ void graph_print_table(const Graph *g, FILE *out)
     for (int i = 0; i < g->ninputs; i++) {
         const Tensor *t = &g->tensors[g->inputs[i].tensor];
         fprintf(out, "%4s  %-*s  %-14s  %-22s  %12s  %12s\n", "in", w, g->inputs[i].name,
-                t->kind == TK_LABEL ? "labels" : t->kind == TK_HYPER ? "hyper" : "input",
+                t->kind == TK_LABEL ? "labels" : t->kind == TK_HYPER ? "hyper" : t->kind == TK_WEIGHTMAP ? "weightmap" : "input",
                 t->shape.rank ? shape_format(sb, sizeof sb, &t->shape, false) : "scalar", "", "");
     }
     for (int i = 0; i < g->nnodes; i++) {
@@ -219,7 +238,10 @@ void graph_print_table(const Graph *g, FILE *out)
     for (int i = 0; i < g->nparams; i++)
         if (g->params[i].frozen) frozen += shape_numel(&g->tensors[g->params[i].tensor].shape);
     if (frozen) fprintf(out, "frozen:      %" PRId64 " of them (freeze in the train block)\n", frozen);
-    fprintf(out, "FLOPs:       %s per forward pass (multiply-add = 2)\n", human(graph_flops(g), b2, sizeof b2, "FLOP"));
+    bool step = false;
+    for (int i = 0; i < g->nnodes && !step; i++) step = g->nodes[i].op == OP_GRAD;
+    fprintf(out, "FLOPs:       %s per %s (multiply-add = 2)\n", human(graph_flops(g), b2, sizeof b2, "FLOP"),
+            step ? "training step (backward and update estimated)" : "forward pass");
     fprintf(out, "activations: %s if every tensor is kept (naive plan, float32)\n",
             human_bytes((double)graph_activation_bytes(g), b1, sizeof b1));
 }
@@ -340,7 +362,7 @@ void graph_print_json(const Graph *g, FILE *out)
     fprintf(out, ",\n  \"protocol\": ");
     json_str(out, g->protocol_name);
     fprintf(out, ",\n  \"spatial_rank\": %d,\n  \"tensors\": [\n", g->spatial_rank);
-    static const char *kinds[] = { "input", "labels", "param", "activation", "hyper" };
+    static const char *kinds[] = { "input", "labels", "param", "activation", "hyper", "weightmap" };
     for (int i = 0; i < g->ntensors; i++) {
         const Tensor *t = &g->tensors[i];
         fprintf(out, "    {\"id\": %d, \"name\": ", i);

@@ -121,7 +121,11 @@ typedef struct {
     bool trainable;         /* false for buffers such as running statistics */
 } ParamSpec;
 
-typedef enum { TK_INPUT, TK_LABEL, TK_PARAM, TK_ACTIVATION, TK_HYPER /* lr, step: set per training step */ } TensorKind;
+typedef enum {
+    TK_INPUT, TK_LABEL, TK_PARAM, TK_ACTIVATION,
+    TK_HYPER,      /* lr, step: set per training step */
+    TK_WEIGHTMAP   /* per-voxel loss weights (N x 1 x patch, float), next to the labels */
+} TensorKind;
 
 typedef struct Tensor {
     char *name;

@@ -640,6 +640,16 @@ static bool loss_shape(const ShapeCtx *cx, OpKind k, const Shape *in, int nin, S
                     lb->d[0], lg->d[0]);
     if (lb->d[1] != 1)
         return fail(&r, "%s: labels must have 1 channel (class indices), got %" PRId64, r.op, lb->d[1]);
+    if (nin > 2) {
+        /* the per-voxel weight map: the labels' shape, float */
+        const Tensor *w = cx->in && cx->nin > 2 ? cx->in[2] : NULL;
+        char sa[128], sb[128];
+        if (w && w->dtype != DT_F32)
+            return fail(&r, "%s: the voxel weight map must be a float tensor", r.op);
+        if (!shape_equal(&in[2], lb))
+            return fail(&r, "%s: voxel weight map %s differs from labels %s", r.op,
+                        shape_format(sa, sizeof sa, &in[2], true), shape_format(sb, sizeof sb, lb, true));
+    }
     for (int i = 0; i < r.sr; i++) {
         if (lb->d[2 + i] >= lg->d[2 + i]) continue;
         char sa[128], sb[128];

@@ -489,7 +489,7 @@ static void softmax_at(const float *x, const Geo *g, int64_t n, int64_t p, doubl
     for (int64_t c = 0; c < g->c; c++) pr[c] = exp(lsm[c]);
 }
 
-/* ce:    dL/dx_c = w_y (p_c - [c = y]) / sum w.
+/* ce:    dL/dx_c = m w_y (p_c - [c = y]) / sum m w (m: the voxel weight).
  * focal: l = -a (1 - pt)^g L with L = log pt; dl/dL = -a (1 - pt)^g +
  *        a g pt L (1 - pt)^(g - 1), dL/dx_c = [c = y] - p_c; / count.
  * dice:  dc = (2 tp + s) / dd with d(dd)/dp = 1 and d(2 tp + s)/dp = 2 y,
@@ -505,11 +505,13 @@ static int bw_loss(const BCtx *b)
     const float *x = ref_in(cx, 0);
     double *gx = g_in(b, 0), go = g_out(b)[0];
     int32_t *lab = ref_prepare_labels(cx, &g);
+    bool oom;
+    float *wm = ref_prepare_weightmap(cx, &g, &oom);
     double *pr = malloc(sizeof *pr * (size_t)(2 * C + 1));
     int64_t rows = at->batch_dice ? 1 : g.n;
     double *st = op == OP_DICE ? calloc((size_t)(3 * rows * C), sizeof *st) : NULL;
     int rc = 0;
-    if (!lab || !pr || (op == OP_DICE && !st)) {
+    if (!lab || oom || !pr || (op == OP_DICE && !st)) {
         rc = ref_fail(cx, "out of memory");
         goto done;
     }
@@ -525,8 +527,9 @@ static int bw_loss(const BCtx *b)
                 rc = ref_fail(cx, "label %lld out of range [0, %lld)", (long long)y, (long long)C);
                 goto done;
             }
-            if (op == OP_CE) den += at->nweights ? at->weights[y] : 1.0;
-            else if (op == OP_FOCAL) den += 1;
+            double m = wm ? wm[n * sp + p] : 1.0;
+            if (op == OP_CE) den += m * (at->nweights ? at->weights[y] : 1.0);
+            else if (op == OP_FOCAL) den += m;
             else {
                 softmax_at(x, &g, n, p, pr, lsm);
                 double *row = st + 3 * C * (at->batch_dice ? 0 : n);
@@ -561,15 +564,16 @@ static int bw_loss(const BCtx *b)
             if (ignore >= 0 && y == ignore) continue;
             softmax_at(x, &g, n, p, pr, lsm);
             double *gp = gx + n * C * sp + p;
+            double m = wm ? wm[n * sp + p] : 1.0;
             if (op == OP_CE) {
-                double w = (at->nweights ? at->weights[y] : 1.0) * go / den;
+                double w = m * (at->nweights ? at->weights[y] : 1.0) * go / den;
                 for (int64_t c = 0; c < C; c++)
                     gp[c * sp] += w * (pr[c] - (c == y ? 1.0 : 0.0));
             } else if (op == OP_FOCAL) {
                 double pt = pr[y], L = lsm[y], a = y >= 1 ? at->alpha : 1 - at->alpha, gm = at->gamma;
                 double dL = -a * pow(1 - pt, gm);
                 if (gm != 0 && 1 - pt > 0) dL += a * gm * pt * L * pow(1 - pt, gm - 1);
-                dL *= go / den;
+                dL *= m * go / den;
                 for (int64_t c = 0; c < C; c++)
                     gp[c * sp] += dL * ((c == y ? 1.0 : 0.0) - pr[c]);
             } else {
@@ -587,6 +591,7 @@ static int bw_loss(const BCtx *b)
         }
 done:
     free(lab);
+    free(wm);
     free(pr);
     free(st);
     return rc;

@@ -61,6 +61,9 @@ RefLerp ref_upsample_src(int64_t o, int64_t in, int64_t out, bool linear, bool a
 /* Labels at the logits' spatial size (downsampled or centre-cropped),
  * N x S row-major, malloc'd; NULL if out of memory. */
 int32_t *ref_prepare_labels(const RefCtx *cx, const Geo *lg);
+/* The loss node's voxel weight map (third input) resampled the same way, or
+ * NULL without one (*oom tells an allocation failure apart). */
+float *ref_prepare_weightmap(const RefCtx *cx, const Geo *lg, bool *oom);
 /* Log-softmax over the channels of voxel (n, p) of an N, C, ... tensor. */
 void ref_log_softmax_at(const float *x, const Geo *g, int64_t n, int64_t p, double *lsm);
 

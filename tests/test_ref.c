@@ -30,9 +30,9 @@ static One one_op(OpKind k, int sr, OpAttrs at, const Shape *ins, int nin, bool 
     memset(&o, 0, sizeof o);
     o.g = graph_new("t", NULL, sr);
     for (int j = 0; j < nin; j++) {
-        bool lab = labels && j == nin - 1;
-        o.in[j] = graph_add_tensor(o.g, lab ? "labels" : "x", ins[j], lab ? DT_I32 : DT_F32,
-                                   lab ? TK_LABEL : TK_INPUT);
+        bool lab = labels && j == 1, wm = labels && j == 2;   /* losses: logits, labels, weight map */
+        o.in[j] = graph_add_tensor(o.g, lab ? "labels" : wm ? "weightmap" : "x", ins[j], lab ? DT_I32 : DT_F32,
+                                   lab ? TK_LABEL : wm ? TK_WEIGHTMAP : TK_INPUT);
     }
     const Tensor *tp[4];
     for (int j = 0; j < nin; j++)
@@ -538,6 +538,28 @@ START_TEST(loss_ce)
     set_labels(&o, (int32_t[]){ 1, 0, 2 });
     run(&o, false);
     EXPECT(&o, (3 * -log(0.75) + log(2.0)) / 4);
+    one_free(&o);
+
+    /* a voxel weight map: sum m w nll / sum m w, m = 0 drops a voxel */
+    Shape w3[3] = { SH(1, 2, 3), SH(1, 1, 3), SH(1, 1, 3) };
+    at = attrs(OP_CE, 1);
+    at.nweights = 2;
+    at.weights[0] = 1, at.weights[1] = 3;
+    o = one_op(OP_CE, 1, at, w3, 3, true);
+    set_in(&o, 0, (float[]){ 0, 0, 5, (float)log(3.0), 0, -5 });
+    set_labels(&o, (int32_t[]){ 1, 0, 0 });
+    set_in(&o, 2, (float[]){ 2, 0.5f, 0 });
+    run(&o, false);
+    EXPECT(&o, (2 * 3 * -log(0.75) + 0.5 * log(2.0)) / (2 * 3 + 0.5));
+    one_free(&o);
+    at = attrs(OP_FOCAL, 1);
+    at.gamma = 0, at.alpha = 0.5;
+    o = one_op(OP_FOCAL, 1, at, w3, 3, true);
+    set_in(&o, 0, (float[]){ 0, 0, 5, (float)log(3.0), 0, -5 });
+    set_labels(&o, (int32_t[]){ 1, 0, 0 });
+    set_in(&o, 2, (float[]){ 2, 0.5f, 0 });
+    run(&o, false);
+    EXPECT(&o, 0.5 * (2 * -log(0.75) + 0.5 * log(2.0)) / 2.5);
     one_free(&o);
 
     /* unweighted, labels twice the logits' size: every 2nd label is used */

@@ -90,7 +90,7 @@ static void fd_check(const char *what, const Graph *g, RefState *s, int out, boo
     int checked = 0;
     for (int t = 0; t < g->ntensors; t++) {
         if (!wants_grad(g, t)) {
-            if (g->tensors[t].kind == TK_PARAM || g->tensors[t].kind == TK_LABEL)
+            if (g->tensors[t].kind == TK_PARAM || g->tensors[t].kind == TK_LABEL || g->tensors[t].kind == TK_WEIGHTMAP)
                 for (int64_t i = 0; i < gr->numel[t]; i++)
                     ck_assert_msg(gr->buf[t][i] == 0, "%s: %s got a gradient", what, g->tensors[t].name);
             continue;
@@ -127,8 +127,9 @@ static void fd_op(const char *what, OpKind k, int sr, OpAttrs at, const Shape *i
     Graph *g = graph_new("t", NULL, sr);
     int in[4], out, node;
     for (int j = 0; j < nin; j++) {
-        bool lab = labels && j == nin - 1;
-        in[j] = graph_add_tensor(g, lab ? "labels" : "x", ins[j], lab ? DT_I32 : DT_F32, lab ? TK_LABEL : TK_INPUT);
+        bool lab = labels && j == 1, wm = labels && j == 2;
+        in[j] = graph_add_tensor(g, lab ? "labels" : wm ? "weightmap" : "x", ins[j], lab ? DT_I32 : DT_F32,
+                                 lab ? TK_LABEL : wm ? TK_WEIGHTMAP : TK_INPUT);
     }
     const Tensor *tp[4];
     for (int j = 0; j < nin; j++)
@@ -153,6 +154,13 @@ static void fd_op(const char *what, OpKind k, int sr, OpAttrs at, const Shape *i
             RefRng r = { 5 };
             for (int64_t i = 0; i < s->numel[t]; i++)
                 ref_i32(s, t)[i] = (int32_t)(ref_rng_next(&r) % (uint64_t)classes);
+        }
+        if (g->tensors[t].kind == TK_WEIGHTMAP) {   /* weights in [0, 3), a quarter of them 0 */
+            RefRng r = { 9 };
+            for (int64_t i = 0; i < s->numel[t]; i++) {
+                double u = ref_rng_uniform(&r);
+                s->buf[t][i] = u < 0.25 ? 0.0f : (float)(4 * u - 1);
+            }
         }
     }
     for (int p = 0; p < g->nparams; p++)
@@ -355,6 +363,23 @@ START_TEST(grad_losses)
     ins[1] = SH(1, 1, 4, 6, 4);
     fd_op("ce 3d downsampled labels", OP_CE, 3, attrs(OP_CE, 3), ins, 2, true, 2, false);
     fd_op("dice 3d downsampled labels", OP_DICE, 3, attrs(OP_DICE, 3), ins, 2, true, 2, false);
+    /* a voxel weight map (sparse annotation), at the logits' size and, in
+     * 3D, downsampled with the labels */
+    Shape w3[3] = { SH(2, 3, 3, 3), SH(2, 1, 3, 3), SH(2, 1, 3, 3) };
+    at = attrs(OP_CE, 2);
+    at.nweights = 3;
+    at.weights[0] = 0.5;
+    at.weights[1] = 2;
+    at.weights[2] = 1;
+    fd_op("ce weight map", OP_CE, 2, at, w3, 3, true, 3, false);
+    at = attrs(OP_FOCAL, 2);
+    at.ignore = 0;
+    fd_op("focal weight map ignore", OP_FOCAL, 2, at, w3, 3, true, 3, false);
+    w3[0] = SH(1, 2, 2, 3, 2);
+    w3[1] = w3[2] = SH(1, 1, 4, 6, 4);
+    fd_op("ce 3d weight map downsampled", OP_CE, 3, attrs(OP_CE, 3), w3, 3, true, 2, false);
+    w3[1] = w3[2] = SH(1, 1, 5, 7, 5);
+    fd_op("focal 3d weight map cropped", OP_FOCAL, 3, attrs(OP_FOCAL, 3), w3, 3, true, 2, false);
 }
 END_TEST
 
