@@ -458,6 +458,61 @@ static Value builtin_minmax(Sema *S, const Ast *n, bool is_min)
     return best;
 }
 
+/* dice_ce(logits, labels[, weightmap], ...): nnU-Net's compound loss,
+ * dice_weight * dice(...) + ce_weight * ce(...) (both weights 1 by default).
+ * The tensors go to both losses; `ignore` to both; `weight` (class weights)
+ * to ce; `smooth`, `background` and `batch` to dice.  Built as two ordinary
+ * loss calls, so the graph holds loss.dice, loss.ce and an add. */
+static Value builtin_dice_ce(Sema *S, const Ast *n)
+{
+    AstArena *ar = &S->prog->arena;
+    Ast *dc = ast_new(ar, A_CALL, n->loc), *cc = ast_new(ar, A_CALL, n->loc);
+    dc->a = ast_new(ar, A_IDENT, n->a->loc);
+    dc->a->str = xstrdup("dice");
+    cc->a = ast_new(ar, A_IDENT, n->a->loc);
+    cc->a->str = xstrdup("ce");
+    double w[2] = { 1, 1 };   /* dice, ce */
+    for (int i = 0; i < n->list.n; i++) {
+        Ast *a = n->list.items[i];
+        const char *key = a->kind == A_NAMEDARG ? a->str : a->kind == A_IDENT ? a->str : NULL;
+        bool named = a->kind == A_NAMEDARG;
+        if (named && (strcmp(key, "dice_weight") == 0 || strcmp(key, "ce_weight") == 0)) {
+            Value v = eval(S, a->a);
+            if (v.kind == V_ERROR) return v;
+            if (!value_is_number(&v) || !(value_number(&v) >= 0)) {
+                diag_error(S->diag, a->a->loc, "%s must be a non-negative number", key);
+                return value_error();
+            }
+            w[key[0] == 'c'] = value_number(&v);
+            continue;
+        }
+        bool to_dice = true, to_ce = true;
+        if (key && (strcmp(key, "smooth") == 0 || strcmp(key, "background") == 0 || strcmp(key, "batch") == 0))
+            to_ce = false;
+        else if (key && strcmp(key, "weight") == 0)
+            to_dice = false;
+        else if (named && strcmp(key, "ignore") != 0) {
+            diag_error(S->diag, a->loc, "dice_ce has no argument `%s` (it takes ignore, weight, smooth, background, "
+                       "batch, dice_weight and ce_weight)", key);
+            return value_error();
+        }
+        if (to_dice) ast_list_push(&dc->list, a);
+        if (to_ce) ast_list_push(&cc->list, a);
+    }
+    Value d = w[0] != 0 ? eval(S, dc) : value_error();
+    Value c = w[1] != 0 ? eval(S, cc) : value_error();
+    if ((w[0] != 0 && d.kind == V_ERROR) || (w[1] != 0 && c.kind == V_ERROR)) return value_error();
+    if (w[0] == 0 && w[1] == 0) {
+        diag_error(S->diag, n->loc, "dice_ce with both weights 0 is no loss");
+        return value_error();
+    }
+    if (w[0] != 0 && w[0] != 1) d = tensor_binop(S, AOP_MUL, value_float(w[0], n->loc), d, n->loc);
+    if (w[1] != 0 && w[1] != 1) c = tensor_binop(S, AOP_MUL, value_float(w[1], n->loc), c, n->loc);
+    if (w[0] == 0) return c;
+    if (w[1] == 0) return d;
+    return tensor_binop(S, AOP_ADD, d, c, n->loc);
+}
+
 static Value eval_any(Sema *S, const Ast *n, bool sym_ok)
 {
     if (!n) return value_error();
@@ -492,6 +547,7 @@ static Value eval_any(Sema *S, const Ast *n, bool sym_ok)
         if (n->a && n->a->kind == A_IDENT && !env_lookup(S, n->a->str)) {
             if (strcmp(n->a->str, "min") == 0) return builtin_minmax(S, n, true);
             if (strcmp(n->a->str, "max") == 0) return builtin_minmax(S, n, false);
+            if (S->in_loss && strcmp(n->a->str, "dice_ce") == 0) return builtin_dice_ce(S, n);
         }
         Value callee = eval(S, n->a);
         if (callee.kind == V_ERROR) return callee;

@@ -143,6 +143,20 @@ double node_flops(const Graph *g, const Node *n)
     return info->flops(&n->at, in, nin, &g->tensors[n->out].shape);
 }
 
+bool *graph_influences(const Graph *g, int target)
+{
+    bool *m = calloc((size_t)g->ntensors + 1, sizeof *m);
+    if (!m) return NULL;
+    if (target >= 0 && target < g->ntensors) m[target] = true;
+    for (int i = g->nnodes - 1; i >= 0; i--) {   /* nodes are in topological order */
+        const Node *n = &g->nodes[i];
+        if (!m[n->out]) continue;
+        for (int k = 0; k < n->nin; k++) m[n->in[k]] = true;
+        for (int k = 0; k < n->nparams; k++) m[g->params[n->params[k]].tensor] = true;
+    }
+    return m;
+}
+
 double graph_flops(const Graph *g)
 {
     double f = 0;

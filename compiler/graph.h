@@ -240,6 +240,10 @@ void graph_add_output(Graph *g, const char *name, int tensor, SrcLoc loc);
 /* Summaries */
 int64_t graph_param_count(const Graph *g, bool trainable_only);
 double graph_flops(const Graph *g);
+/* Which tensors the value of tensor `target` depends on (itself included):
+ * a malloc'd flag per tensor, NULL when out of memory.  Parameters the loss
+ * does not depend on get no gradient and, as in torch.optim, no update. */
+bool *graph_influences(const Graph *g, int target);
 int64_t graph_activation_bytes(const Graph *g);  /* naive plan: every non-parameter tensor kept */
 double node_flops(const Graph *g, const Node *n);
 

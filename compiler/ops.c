@@ -157,6 +157,7 @@ static const AttrSpec dice_attrs[] = {
     ATTR("smooth", AT_FLOAT, -1, false, smooth, 1e-5, NULL, "added to numerator and denominator"),
     ATTR("background", AT_BOOL, -1, false, background, 0, NULL, "include class 0"),
     ATTR("batch", AT_BOOL, -1, false, batch_dice, 0, NULL, "pool the batch into one dice (nnU-Net batch dice)"),
+    ATTR("ignore", AT_INT, -1, false, ignore, -1, NULL, "label value to ignore (-1: none)"),
     ATTR_END
 };
 
@@ -404,8 +405,8 @@ const OpInfo op_table[OP_COUNT] = {
     [OP_CE] = { "ce", FK_REDUCE, 2, 3, ce_attrs,
         "cross-entropy of logits (N, C, ...) against labels (N, 1, ...), optionally per-voxel weighted",
         ops_shape_ce, params_none, flops_ce },
-    [OP_DICE] = { "dice", FK_REDUCE, 2, 2, dice_attrs,
-        "soft dice loss of softmax(logits) against labels", ops_shape_dice, params_none, flops_dice },
+    [OP_DICE] = { "dice", FK_REDUCE, 2, 3, dice_attrs,
+        "soft dice loss of softmax(logits) against labels, optionally per-voxel weighted", ops_shape_dice, params_none, flops_dice },
     [OP_FOCAL] = { "focal", FK_REDUCE, 2, 3, focal_attrs,
         "focal loss of logits against labels, optionally per-voxel weighted", ops_shape_focal, params_none, flops_focal },
     [OP_GRAD] = { "grad", FK_OPAQUE, 2, -1, no_attrs,

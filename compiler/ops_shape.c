@@ -688,7 +688,7 @@ bool ops_shape_ce(const ShapeCtx *cx, OpAttrs *at, const Shape *in, int nin, Sha
 bool ops_shape_dice(const ShapeCtx *cx, OpAttrs *at, const Shape *in, int nin, Shape *out)
 {
     Rule r = { cx, cx->op_name ? cx->op_name : "dice", cx->spatial_rank };
-    if (!loss_shape(cx, OP_DICE, in, nin, out)) return false;
+    if (!loss_shape(cx, OP_DICE, in, nin, out) || !check_ignore(&r, at->ignore)) return false;
     if (!(at->smooth >= 0)) return fail(&r, "%s: smooth must be non-negative, got %g", r.op, at->smooth);
     return true;
 }

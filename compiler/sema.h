@@ -134,6 +134,7 @@ typedef struct TrainSpec {
     char *net, *protocol;
     SrcLoc loc;
     Ast *loss;                       /* loss expression */
+    const Ast *deep_supervision;     /* the field: outputs, optionally weighted; NULL if none */
     TrainCall optimizer;
     TrainCall *schedule; int nschedule;
     TrainCall *augment; int naugment;

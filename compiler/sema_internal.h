@@ -93,6 +93,7 @@ typedef struct Sema {
     bool limit_hit;         /* a size limit was reported: stop expanding */
     Chunk *mem;
     int ninputs_bound;
+    bool in_loss;           /* evaluating a train block's loss: dice_ce is defined */
 } Sema;
 
 /* memory (freed together at the end of a run) */
@@ -144,7 +145,8 @@ void names_node(Sema *S, int node, const char *base);
 void names_finalize(Sema *S, int first_node);
 void names_reset(void);
 
-bool expand_loss(Program *p, Graph *g, const Protocol *pr, const ExpandShape *shape, const Ast *loss);
+bool expand_loss(Program *p, Graph *g, const Protocol *pr, const ExpandShape *shape, const Ast *loss,
+                 const Ast *deep_supervision);
 
 /* attributes (attrs.c) */
 bool parse_op_attrs(Sema *S, OpKind k, const Arg *args, int nargs, OpAttrs *at, SrcLoc loc);

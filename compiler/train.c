@@ -88,7 +88,7 @@ static TrainCall *default_augment(Sema *S, int rank, int *n)
 
 static const char *const known_fields[] = {
     "loss", "optimizer", "schedule", "batch", "patch", "sampling", "foreground", "augment",
-    "epochs", "iterations", "val_iterations", "freeze", "init", "clip", "seed", NULL
+    "epochs", "iterations", "val_iterations", "freeze", "init", "clip", "seed", "deep_supervision", NULL
 };
 
 static const FnSpec *find_spec(Sema *S, const FnSpec *table, const char *name, SrcLoc loc, const char *what)
@@ -322,6 +322,8 @@ TrainSpec *train_resolve(Program *p, Ast *decl, const Protocol *pr, Override *ov
     } else
         diag_error(S.diag, decl->loc, "train block for %s needs a `loss`, such as dice(logits, labels) + ce(logits, labels)",
                    decl->str);
+    if ((f = field_find(decl, "deep_supervision", "train", ov, nov)))
+        t->deep_supervision = f;   /* checked against the net's outputs by train_add_losses */
     if ((f = field_find(decl, "optimizer", "train", ov, nov))) {
         Value v;
         if (field_one(&S, f, &v)) read_call(&S, &v, optimizers, "optimizer", pr->rank, &t->optimizer);
@@ -408,7 +410,7 @@ bool train_add_losses(Program *p, Graph *g, const TrainSpec *t, const Protocol *
 {
     if (!t->loss) return false;
     ExpandShape sh = { .batch = t->batch, .size = t->patch };
-    bool ok = expand_loss(p, g, pr, &sh, t->loss);
+    bool ok = expand_loss(p, g, pr, &sh, t->loss, t->deep_supervision);
     /* Freeze: mark matching parameters; a pattern that matches nothing is
      * almost certainly a typo and would silently train everything. */
     for (int k = 0; k < t->nfreeze; k++) {

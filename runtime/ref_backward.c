@@ -493,7 +493,8 @@ static void softmax_at(const float *x, const Geo *g, int64_t n, int64_t p, doubl
  * focal: l = -a (1 - pt)^g L with L = log pt; dl/dL = -a (1 - pt)^g +
  *        a g pt L (1 - pt)^(g - 1), dL/dx_c = [c = y] - p_c; / count.
  * dice:  dc = (2 tp + s) / dd with d(dd)/dp = 1 and d(2 tp + s)/dp = 2 y,
- *        so d dc/dp_c = 2 y / dd - dc / dd (0 / 1e-8 clamp: no dd term);
+ *        so d dc/dp_c = 2 y / dd - dc / dd (0 / 1e-8 clamp: no dd term),
+ *        times the voxel weight m;
  *        loss = -mean(dc); then through the softmax. */
 static int bw_loss(const BCtx *b)
 {
@@ -516,7 +517,7 @@ static int bw_loss(const BCtx *b)
         goto done;
     }
     double *lsm = pr + C, *gl = pr + C;   /* gl reuses lsm's room in the dice pass */
-    int64_t ignore = op == OP_DICE ? -1 : at->ignore;
+    int64_t ignore = at->ignore;
     /* pass 1: normalizers (ce, focal) or dice statistics */
     double den = 0;
     for (int64_t n = 0; n < g.n; n++)
@@ -535,9 +536,9 @@ static int bw_loss(const BCtx *b)
                 double *row = st + 3 * C * (at->batch_dice ? 0 : n);
                 for (int64_t c = 0; c < C; c++) {
                     double yc = c == y ? 1.0 : 0.0;
-                    row[c] += pr[c] * yc;
-                    row[C + c] += pr[c] * (1 - yc);
-                    row[2 * C + c] += (1 - pr[c]) * yc;
+                    row[c] += m * pr[c] * yc;
+                    row[C + c] += m * pr[c] * (1 - yc);
+                    row[2 * C + c] += m * (1 - pr[c]) * yc;
                 }
             }
         }
@@ -581,7 +582,7 @@ static int bw_loss(const BCtx *b)
                 for (int64_t c = 0; c < C; c++) {
                     double v = 0;
                     if (at->background || c > 0)
-                        v = -go / (double)cnt * ((c == y ? 2.0 : 0.0) * row[c] - row[C + c]);
+                        v = -m * go / (double)cnt * ((c == y ? 2.0 : 0.0) * row[c] - row[C + c]);
                     gl[c] = v;
                     dot += v * pr[c];
                 }

@@ -17,7 +17,9 @@
  *        axes per sample and class (also over the batch when `batch`);
  *        dc = (2 tp + smooth) / max(2 tp + fp + fn + smooth, 1e-8);
  *        class 0 dropped unless `background`; loss = -mean(dc).  The sign is
- *        nnU-Net's: a perfect prediction gives -1, not 0.
+ *        nnU-Net's: a perfect prediction gives -1, not 0.  A voxel weight
+ *        map m multiplies each voxel's terms (nnU-Net's loss_mask); voxels
+ *        labelled `ignore` are left out.
  * focal: mean over non-ignored voxels of -alpha_t (1 - p_t)^gamma log p_t
  *        (weighted by m_v and divided by sum m_v with a voxel weight map),
  *        p_t = softmax(x)[y], log p_t from log-softmax, alpha_t = alpha for
@@ -102,7 +104,7 @@ int ref_loss(const RefCtx *cx)
         rc = ref_fail(cx, "out of memory");
         goto done;
     }
-    int64_t ignore = op == OP_DICE ? -1 : at->ignore;
+    int64_t ignore = at->ignore;
     double num = 0, den = 0;
     for (int64_t n = 0; n < g.n; n++)
         for (int64_t p = 0; p < sp; p++) {
@@ -127,9 +129,9 @@ int ref_loss(const RefCtx *cx)
                 double *row = stats + 3 * C * (at->batch_dice ? 0 : n);
                 for (int64_t c = 0; c < C; c++) {
                     double pc = exp(lsm[c]), yc = c == y ? 1.0 : 0.0;
-                    row[c] += pc * yc;                  /* tp */
-                    row[C + c] += pc * (1 - yc);        /* fp */
-                    row[2 * C + c] += (1 - pc) * yc;    /* fn */
+                    row[c] += m * pc * yc;                  /* tp */
+                    row[C + c] += m * pc * (1 - yc);        /* fp */
+                    row[2 * C + c] += m * (1 - pc) * yc;    /* fn */
                 }
             }
         }

@@ -12,6 +12,7 @@ struct RefOptim {
     RefOptConfig c;
     int nparams;
     double **m, **v;      /* per parameter: momentum / first moment, second moment */
+    bool *used;           /* per tensor: the loss depends on it (NULL: all) */
     int64_t step;
 };
 
@@ -47,6 +48,10 @@ RefOptim *ref_optim_new(const Graph *g, const RefOptConfig *c)
     o->m = calloc((size_t)g->nparams + 1, sizeof *o->m);
     o->v = calloc((size_t)g->nparams + 1, sizeof *o->v);
     if (!o->m || !o->v) { ref_optim_free(o); return NULL; }
+    if (g->nlosses > 0) {
+        o->used = graph_influences(g, g->losses[0].tensor);
+        if (!o->used) { ref_optim_free(o); return NULL; }
+    }
     return o;
 }
 
@@ -59,6 +64,7 @@ void ref_optim_free(RefOptim *o)
     }
     free(o->m);
     free(o->v);
+    free(o->used);
     free(o);
 }
 
@@ -120,6 +126,7 @@ void ref_optim_step(RefOptim *o, const Graph *g, RefState *s, const RefGrads *gr
         const Param *pm = &g->params[i];
         if (!pm->trainable || pm->frozen) continue;
         int t = pm->tensor;
+        if (o->used && !o->used[t]) continue;   /* the loss does not depend on it: no step (torch.optim) */
         int64_t n = s->numel[t];
         float *p = s->buf[t];
         const float *gp = gr->buf[t];

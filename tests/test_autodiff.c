@@ -22,6 +22,7 @@ static void fill(const Graph *g, RefState *s, int classes)
         if (g->tensors[t].kind == TK_INPUT) ref_fill_uniform(s, t, 7 + (uint64_t)t, -1, 1);
         if (g->tensors[t].kind == TK_LABEL)
             for (int64_t i = 0; i < s->numel[t]; i++) ref_i32(s, t)[i] = (int32_t)(ref_rng_next(&r) % (uint64_t)classes);
+        if (g->tensors[t].kind == TK_WEIGHTMAP) ref_fill_uniform(s, t, 9, 0, 2);
     }
 }
 
@@ -55,7 +56,14 @@ static int compare(const char *path, const char *args, int classes)
             ck_assert_int_eq(p->grad, -1);
             continue;
         }
-        ck_assert_msg(p->grad >= 0, "%s: no gradient for %s", path, p->name);
+        if (p->grad < 0) {   /* only a parameter the loss does not depend on (an unweighted head) */
+            for (int64_t k = 0; k < gr->numel[p->tensor]; k++)
+                ck_assert_msg(gr->buf[p->tensor][k] == 0, "%s: no gradient node for %s", path, p->name);
+            bool *inf = graph_influences(g, loss);
+            ck_assert_msg(!inf[p->tensor], "%s: no gradient for %s", path, p->name);
+            free(inf);
+            continue;
+        }
         const float *want = gr->buf[p->tensor], *got = s->buf[p->grad];
         for (int64_t k = 0; k < gr->numel[p->tensor]; k++)
             ck_assert_msg(fabs(got[k] - want[k]) <= 1e-5 * top, "%s: %s[%lld]: graph %g, reference %g", path, p->name,
@@ -78,6 +86,8 @@ START_TEST(netdefs_gradients_as_graph_nodes)
     compare("netdefs/vnet.net", "-D base=2 -D protocol.size=16x16x16 --train -D train.patch=16x16x16 -D train.batch=1", 2);
     compare("netdefs/voxresnet.net",
             "-D base=4 -D protocol.size=16x16x16 --train -D train.patch=16x16x16 -D train.batch=1", 4);
+    /* dice_ce with a voxel weight map and an ignore label on deep-supervision heads */
+    compare("tests/nets/ds_unet.net", "--train", 3);
 }
 END_TEST
 
@@ -194,6 +204,8 @@ START_TEST(optimizer_steps_as_graph_nodes)
     steps_compare("unet2d", "netdefs/unet2d.net",
                   "-D base=2 -D protocol.size=16x16 --train -D train.patch=16x16 -D train.batch=2", false, "sgd", sgd,
                   2, 1e-5);
+    /* aux2's head has weight 0 under deep supervision: neither side steps it */
+    steps_compare("ds_unet", "tests/nets/ds_unet.net", "--train", false, "sgd", sgd, 3, 1e-5);
     /* Adam normalises each gradient element, so rounding differences in
      * near-zero gradients (a bias before batchnorm) would be magnified: a
      * net without normalisation keeps the comparison sharp. */

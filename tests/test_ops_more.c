@@ -445,7 +445,7 @@ START_TEST(losses)
 
     Shape one[1] = { in[0] };
     ck_assert(!infer(OP_FOCAL, 2, &at, one, 1, &out));
-    ck_msg("focal takes 2 inputs, got 1");
+    ck_msg("focal takes 2 or 3 inputs, got 1");
 }
 END_TEST
 

@@ -630,10 +630,23 @@ END_TEST
 
 /* ---- whole nets ---------------------------------------------------------------------------- */
 
+/* Inputs uniform in [-1, 1]; labels uniform over the classes (the first
+ * output's channels, when it has more than `classes`); a voxel weight map
+ * uniform in [0, 2) with a fifth of the voxels 0 (unannotated). */
 static void fill_inputs(const Graph *g, RefState *s, uint64_t seed, int classes)
 {
+    if (g->noutputs > 0 && g->tensors[g->outputs[0].tensor].shape.rank > 1 &&
+        g->tensors[g->outputs[0].tensor].shape.d[1] > classes)
+        classes = (int)g->tensors[g->outputs[0].tensor].shape.d[1];
     for (int t = 0; t < g->ntensors; t++) {
         if (g->tensors[t].kind == TK_INPUT) ref_fill_uniform(s, t, seed + (uint64_t)t, -1, 1);
+        if (g->tensors[t].kind == TK_WEIGHTMAP) {
+            RefRng r = { seed * 11 + (uint64_t)t };
+            for (int64_t i = 0; i < s->numel[t]; i++) {
+                double u = ref_rng_uniform(&r);
+                s->buf[t][i] = u < 0.2 ? 0.0f : (float)(2.5 * u - 0.5);
+            }
+        }
         if (g->tensors[t].kind == TK_LABEL) {
             RefRng r = { seed * 7 + (uint64_t)t };
             for (int64_t i = 0; i < s->numel[t]; i++)
@@ -808,6 +821,14 @@ START_TEST(net_voxresnet)
 }
 END_TEST
 
+/* dice_ce with class weights, an ignore label and a voxel weight map, on
+ * three deep-supervision heads (nnU-Net's weights) */
+START_TEST(net_deep_supervision)
+{
+    whole_net("ds_unet_train", "tests/nets/ds_unet.net", "--train", true);
+}
+END_TEST
+
 START_TEST(init_rules)
 {
     /* He normal a = 0.01 on a conv with fan_in 8 * 9: std sqrt(2 / 1.0001 / 72) */
@@ -853,6 +874,7 @@ Suite *ref_suite(void)
     tcase_add_test(nets, net_unet3d);
     tcase_add_test(nets, net_vnet);
     tcase_add_test(nets, net_voxresnet);
+    tcase_add_test(nets, net_deep_supervision);
     suite_add_tcase(s, nets);
     return s;
 }

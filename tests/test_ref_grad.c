@@ -375,6 +375,12 @@ START_TEST(grad_losses)
     at = attrs(OP_FOCAL, 2);
     at.ignore = 0;
     fd_op("focal weight map ignore", OP_FOCAL, 2, at, w3, 3, true, 3, false);
+    for (int v = 0; v < 2; v++) {
+        at = attrs(OP_DICE, 2);
+        at.batch_dice = v == 1;
+        at.ignore = v == 1 ? 2 : -1;
+        fd_op(v ? "dice weight map batch ignore" : "dice weight map", OP_DICE, 2, at, w3, 3, true, 3, false);
+    }
     w3[0] = SH(1, 2, 2, 3, 2);
     w3[1] = w3[2] = SH(1, 1, 4, 6, 4);
     fd_op("ce 3d weight map downsampled", OP_CE, 3, attrs(OP_CE, 3), w3, 3, true, 2, false);

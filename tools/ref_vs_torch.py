@@ -140,24 +140,31 @@ def run_node(n, x, p, sr, training):
             return None     # netc's generator is its own; not comparable
         return x[0]
     if op in ("ce", "dice", "focal"):
+        # logits, labels and an optional voxel weight map m (resampled like
+        # the labels); voxels labelled `ignore` count for nothing
         logits, lab = x[0], labels_to(x[1], x[0].shape)
+        m = labels_to(x[2], x[0].shape) if len(x) > 2 else torch.ones(lab.shape, dtype=logits.dtype)
+        keep = (lab != a["ignore"]) if a["ignore"] >= 0 else torch.ones_like(lab, dtype=torch.bool)
+        m = m * keep
+        lab = torch.where(keep, lab, torch.zeros_like(lab))
         if op == "ce":
-            w = torch.tensor(a["weight"]) if a["weight"] else None
-            return F.cross_entropy(logits, lab, weight=w, ignore_index=a["ignore"])
+            w = torch.tensor(a["weight"]) if a["weight"] else torch.ones(logits.shape[1])
+            nll = F.cross_entropy(logits, lab, weight=w, reduction="none")    # w[y] * -log p_y
+            return (nll * m).sum() / (w[lab] * m).sum()
         if op == "focal":
-            keep = lab != a["ignore"] if a["ignore"] >= 0 else torch.ones_like(lab, dtype=torch.bool)
             lsm = torch.log_softmax(logits, 1)
-            lpt = lsm.gather(1, lab.clamp(min=0).unsqueeze(1))[:, 0]
+            lpt = lsm.gather(1, lab.unsqueeze(1))[:, 0]
             alpha = torch.where(lab >= 1, torch.tensor(a["alpha"]), torch.tensor(1 - a["alpha"]))
             l = -alpha * (1 - lpt.exp()) ** a["gamma"] * lpt
-            return l[keep].mean()
-        # dice: nnU-Net v2 SoftDiceLoss
+            return (l * m).sum() / m.sum()
+        # dice: nnU-Net v2 SoftDiceLoss, its loss_mask = m
         prob = torch.softmax(logits, 1)
         onehot = F.one_hot(lab, logits.shape[1]).movedim(-1, 1).to(prob.dtype)
+        mk = m.unsqueeze(1)
         axes = tuple([0] if a["batch"] else []) + tuple(range(2, 2 + sr))
-        tp = (prob * onehot).sum(axes)
-        fp = (prob * (1 - onehot)).sum(axes)
-        fn = ((1 - prob) * onehot).sum(axes)
+        tp = (prob * onehot * mk).sum(axes)
+        fp = (prob * (1 - onehot) * mk).sum(axes)
+        fn = ((1 - prob) * onehot * mk).sum(axes)
         dc = (2 * tp + a["smooth"]) / torch.clip(2 * tp + fp + fn + a["smooth"], 1e-8)
         if not a["background"]:
             dc = dc[1:] if a["batch"] else dc[:, 1:]
@@ -266,7 +273,7 @@ def check_steps(d, g, sr, val, optline):
         opt.zero_grad()
         chain(g, sr, inputs, params).backward()
         if step == 0:
-            gmax = {tid: t.grad.abs().max().item() for _, tid, t in leaves}
+            gmax = {tid: t.grad.abs().max().item() for _, tid, t in leaves if t.grad is not None}
         opt.step()
     # A parameter whose gradient is zero in exact arithmetic (a conv bias
     # right before a training-mode batchnorm) only sees rounding noise; Adam
