@@ -47,5 +47,6 @@ Suite *autodiff_suite(void);
 Suite *ref_suite(void);
 Suite *ref_grad_suite(void);
 Suite *safetensors_suite(void);
+Suite *codegen_suite(void);
 
 #endif

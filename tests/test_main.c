@@ -28,6 +28,7 @@ int main(void)
     srunner_add_suite(sr, safetensors_suite());
     srunner_add_suite(sr, nifti_suite());
     srunner_add_suite(sr, autodiff_suite());
+    srunner_add_suite(sr, codegen_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

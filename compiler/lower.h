@@ -1,0 +1,17 @@
+/* lower.h — from an L1 graph to the L3 loop IR (l3.h). */
+#ifndef NETC_LOWER_H
+#define NETC_LOWER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "graph.h"
+#include "l3.h"
+
+/* One entry function, `netc_forward` (or `netc_train_forward` when
+ * `training`: batch statistics, running-statistics updates) that runs every
+ * node of g in order.  NULL with a message in err for an op that has no
+ * lowering yet. */
+L3Module *lower_graph(const Graph *g, bool training, char *err, size_t errlen);
+
+#endif
