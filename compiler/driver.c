@@ -157,7 +157,8 @@ Graph *netc_compile(Program *p, CompileOptions *o)
         ExpandShape tr = { .batch = ts->batch, .size = ts->patch };
         for (int i = 0; i < o->nov; i++) o->ov[i].used = false;
         Graph *tg = expand_net(p, net, pr, &tr, o->ov, o->nov);
-        if (p->diag->nraised == before && train_add_losses(p, tg, ts, pr) && o->train && o->autodiff && tg->nlosses) {
+        if (p->diag->nraised == before && train_add_losses(p, tg, ts, pr) && o->train && o->autodiff && tg->nlosses &&
+            ts->optimizer.name /* NULL after an unknown optimizer (already reported) */) {
             /* the whole training step: forward, backward, optimizer update */
             autodiff(tg, tg->losses[0].tensor);
             append_optimizer(tg, ts->optimizer.name, ts->optimizer.num);

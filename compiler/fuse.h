@@ -48,6 +48,7 @@ typedef struct FusionPlan {
     int *kernel_of_node;                  /* per node: its kernel; a movement node inlined into several
                                              consumers gives the first of them */
     bool *materialized;                   /* per tensor: written to / read from memory */
+    bool *inlined;                        /* per node: a movement op inlined into its consumers' kernels */
     FusionRefusal *refused; int nrefused;
 } FusionPlan;
 

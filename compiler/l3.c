@@ -471,6 +471,7 @@ void l3_print_c(FILE *out, const L3Module *m)
                     ctype(k->bufs[j].elem), k->bufs[j].name);
         if (k->nbufs == 0) fputs("void", out);
         fputs(")\n{\n", out);
+        for (int j = 0; j < k->nbufs; j++) fprintf(out, "    (void)%s;\n", k->bufs[j].name);
         print_block(out, k, &k->body, 1);
         fputs("}\n\n", out);
     }

@@ -21,89 +21,7 @@
 
 #include "util.h"
 
-typedef struct {
-    L3Module *m;
-    L3Kernel *k;
-    const Graph *g;
-    const Node *n;
-    int index;            /* node index */
-    bool training;
-} Lo;
-
-static L3Expr *I(Lo *L, int64_t v) { return l3_int(L->m, v); }
-static L3Expr *F(Lo *L, double v) { return l3_float(L->m, v); }
-static L3Expr *add(Lo *L, L3Expr *a, L3Expr *b) { return l3_bin(L->m, L3_ADD, a, b); }
-static L3Expr *sub(Lo *L, L3Expr *a, L3Expr *b) { return l3_bin(L->m, L3_SUB, a, b); }
-static L3Expr *mul(Lo *L, L3Expr *a, L3Expr *b) { return l3_bin(L->m, L3_MUL, a, b); }
-static L3Expr *dv(Lo *L, L3Expr *a, L3Expr *b) { return l3_bin(L->m, L3_DIV, a, b); }
-static L3Expr *bin(Lo *L, L3Op op, L3Expr *a, L3Expr *b) { return l3_bin(L->m, op, a, b); }
-static L3Expr *V(Lo *L, int var) { return l3_varref(L->m, L->k, var); }
-
-static const Shape *tshape(Lo *L, int t) { return &L->g->tensors[t].shape; }
-static int64_t numel0(const Shape *s) { return s->rank == 0 ? 1 : shape_numel(s); }
-
-static int buf(Lo *L, int t, bool written, const char *name)
-{
-    const Tensor *te = &L->g->tensors[t];
-    return l3_buf(L->m, L->k, t, te->dtype == DT_I32 ? L3_I32 : L3_F32, numel0(&te->shape), written, name);
-}
-static int in_buf(Lo *L, int j)
-{
-    char nm[16];
-    snprintf(nm, sizeof nm, "x%d", j);
-    return buf(L, L->n->in[j], false, L->n->nin == 1 ? "x" : nm);
-}
-static int param_buf(Lo *L, int j, bool written)
-{
-    const Param *p = &L->g->params[L->n->params[j]];
-    const char *dot = strrchr(p->name, '.');
-    char nm[32];
-    snprintf(nm, sizeof nm, "%s", dot ? dot + 1 : "p");
-    for (char *c = nm; *c; c++) if (!isalnum((unsigned char)*c)) *c = '_';
-    return buf(L, p->tensor, written, nm);
-}
-static int out_buf(Lo *L) { return buf(L, L->n->out, true, "y"); }
-
-static L3Expr *load(Lo *L, int b, L3Expr *idx) { return l3_load(L->m, L->k, b, idx); }
-
-/* A loop over 0 .. extent into `in`; returns its body. */
-static L3Block *loop(Lo *L, L3Block *in, const char *name, int64_t extent, int *var, unsigned annot)
-{
-    *var = l3_var(L->m, L->k, name, L3_I64, true);
-    return &l3_for(L->m, in, *var, extent, annot)->body;
-}
-
-/* Row-major linear index of coordinates c[0..rank-1] in shape s. */
-static L3Expr *lin(Lo *L, const Shape *s, L3Expr *const *c)
-{
-    if (s->rank == 0) return I(L, 0);
-    L3Expr *e = c[0];
-    for (int i = 1; i < s->rank; i++) e = add(L, mul(L, e, I(L, s->d[i])), c[i]);
-    return e;
-}
-
-/* Loops over every element of shape s (rank 0: none); coordinates in c. */
-static L3Block *loops_over(Lo *L, L3Block *in, const Shape *s, L3Expr **c)
-{
-    static const char *nm[] = { "n", "c", "i", "j", "k" };
-    L3Block *b = in;
-    for (int i = 0; i < s->rank; i++) {
-        int v;
-        bool inner = i == s->rank - 1;
-        b = loop(L, b, i < 5 ? nm[i] : "a", s->d[i], &v, i == 0 ? L3_PARALLEL : inner ? L3_VECTORIZE : 0);
-        c[i] = V(L, v);
-    }
-    return b;
-}
-
-/* The index into a broadcast operand of shape `in` at output coordinates c. */
-static L3Expr *bcast_index(Lo *L, const Shape *in, const Shape *out, L3Expr *const *c)
-{
-    if (in->rank == 0) return I(L, 0);
-    L3Expr *cc[MAX_RANK];
-    for (int i = 0; i < in->rank; i++) cc[i] = in->d[i] == 1 && out->d[i] != 1 ? I(L, 0) : c[i];
-    return lin(L, in, cc);
-}
+#include "lower_internal.h"
 
 /* ---- pointwise ops ----------------------------------------------------------------------------- */
 
@@ -533,8 +451,18 @@ static bool lower_node(Lo *L, char *err, size_t errlen)
     case OP_ADD: case OP_MUL: case OP_SCALE: case OP_RELU: case OP_LEAKY_RELU: case OP_PRELU: case OP_ELU:
     case OP_SIGMOID: case OP_TANH: case OP_DROPOUT:
         return lower_pointwise(L, err, errlen);
+    case OP_GRAD: return lower_grad_node(L, err, errlen);
+    case OP_CE: case OP_DICE: case OP_FOCAL: return lower_loss(L, err, errlen);
+    case OP_SGD_UPDATE: case OP_ADAM_UPDATE: return lower_update(L, err, errlen);
+    case OP_ONES: {
+        const Shape *os = tshape(L, L->n->out);
+        int y = out_buf(L), v;
+        L3Block *b = loop(L, &L->k->body, "i", numel0(os), &v, 0);
+        l3_store(L->m, b, y, V(L, v), F(L, 1), false);
+        return true;
+    }
     default:
-        snprintf(err, errlen, "%s: %s has no lowering to loops yet", L->n->name, op_table[L->n->op].name);
+        snprintf(err, errlen, "%s: %s has no lowering to loops yet", L->n->name, L->n->op < OP_COUNT ? op_table[L->n->op].name : "?");
         return false;
     }
 }

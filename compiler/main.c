@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "fuse.h"
 #include "infer_ref.h"
+#include "memplan.h"
 #include "util.h"
 
 #define NETC_VERSION "0.1.0"
@@ -52,6 +54,12 @@ static const char *usage_check =
     "  --autodiff       the whole training step: the training graph, its backward\n"
     "                   pass (one `grad` node per forward node and operand that\n"
     "                   needs a gradient) and one optimizer update per parameter\n"
+    "  --fusion         after the layer table, the kernels fusion makes (each one's\n"
+    "                   nodes and the tensors it writes) and every refused fusion\n"
+    "                   with its reason (training rules with --train)\n"
+    "  --memory         after the layer table, the memory plan of the fused kernels:\n"
+    "                   arena size, lower bound, naive total, persistent bytes,\n"
+    "                   then every arena tensor's size, offset, live range\n"
     "  -D KEY=VALUE     override a net parameter (-D base=16), a protocol field\n"
     "                   (-D protocol.size=128x128) or a train field (-D train.batch=4)\n"
     "  -q, --quiet      print nothing but errors; the exit status tells the result\n"
@@ -99,7 +107,8 @@ static const char *usage_ops =
 
 typedef struct {
     const char *file, *protocol, *net, *out;
-    bool train, quiet, dot, json, autodiff;
+    bool train, quiet, dot, json, autodiff, fusion;
+    bool memory;   /* check --memory */
     Override ov[64];
     int nov;
     /* run / init */
@@ -158,6 +167,10 @@ static int parse_options(const char *cmd, int argc, char **argv, Options *o, con
             o->train = true;
         } else if (strcmp(a, "--autodiff") == 0 && !is_run) {
             o->autodiff = o->train = true;
+        } else if (strcmp(a, "--fusion") == 0 && strcmp(cmd, "check") == 0) {
+            o->fusion = true;
+        } else if (strcmp(a, "--memory") == 0 && strcmp(cmd, "check") == 0) {
+            o->memory = true;
         } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
             o->quiet = true;
         } else if (strcmp(a, "--dot") == 0) {
@@ -230,6 +243,19 @@ static int cmd_check_or_graph(const char *cmd, int argc, char **argv)
     if (g && d.nerrors == 0) {
         if (!is_graph) {
             if (!o.quiet) graph_print_table(g, stdout);
+            if (!o.quiet && o.fusion) {
+                FusionPlan *fp = fuse_graph(g, g->nlosses > 0);
+                fusion_print(stdout, g, fp);
+                fusion_plan_free(fp);
+            }
+            if (!o.quiet && o.memory) {
+                FusionPlan *fp = fuse_graph(g, g->nlosses > 0);
+                MemPlan *mp = fp ? memplan(g, fp) : NULL;
+                if (mp) memplan_print(stdout, g, fp, mp, true);
+                else fprintf(stderr, "netc: no memory plan for this graph\n");
+                memplan_free(mp);
+                if (fp) fusion_plan_free(fp);
+            }
         } else {
             FILE *out = stdout;
             char tmp[4096];

@@ -32,6 +32,7 @@ typedef struct MemPlan {
     int64_t lower_bound;      /* the largest sum of live tensor sizes at any kernel */
     int64_t naive_bytes;      /* every materialized arena tensor in its own allocation */
     int64_t persistent_bytes; /* parameters, optimizer state and inputs (outside the arena) */
+    const char *strategy;     /* the placement order that gave the smallest arena (static string) */
 } MemPlan;
 
 MemPlan *memplan(const Graph *g, const FusionPlan *fp);

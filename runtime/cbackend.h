@@ -12,8 +12,9 @@
 typedef struct CBackend CBackend;
 typedef void (*NetcEntry)(void **t);
 
-/* Compiles with `cc -std=c11 -O3 -march=native -Wall -Wextra -Werror`; a
- * warning is an error (generated C must be clean).  NULL with the
+/* Compiles with `cc -std=c11 -O2 -march=native -Wall -Wextra -Werror`
+ * (NETC_CFLAGS replaces -O2 -march=native; see cbackend.c for why not
+ * -O3); a warning is an error (generated C must be clean).  NULL with the
  * compiler's message in err on failure. */
 CBackend *cbackend_compile(const L3Module *m, char *err, size_t errlen);
 NetcEntry cbackend_entry(CBackend *b, const char *name);

@@ -100,4 +100,35 @@ int ref_backward(const Graph *g, const RefState *s, RefGrads *gr, int loss_tenso
 int ref_backward_from(const Graph *g, const RefState *s, RefGrads *gr, int t, const float *dy,
                       bool training, uint64_t seed, char *err, size_t errlen);
 
+/* ---- planned memory (ref_plan.c) --------------------------------------------
+ * The graph executed as a backend would: kernel by kernel in fusion-plan
+ * order, every arena tensor at its planned offset in ONE arena allocation,
+ * parameters and inputs in their own buffers (an optimizer update's output
+ * aliases its parameter), each non-materialized tensor in private scratch.
+ * The arena and the scratch start as NaN, and after each kernel every arena
+ * region whose tensor's live range ended there, and the scratch of the
+ * non-materialized tensors it computed, are filled with NaN again: a plan
+ * that frees or overlaps a tensor too early changes the results, which must
+ * be bit-identical to ref_forward on ref_new memory. */
+struct FusionPlan;
+struct MemPlan;
+
+typedef struct {
+    RefState s;           /* the per-tensor pointers; arena tensors point into `arena` */
+    float *arena;         /* 64-byte aligned, MemPlan.arena_bytes */
+    bool *owned;          /* per tensor: s.buf[t] is its own allocation */
+} RefPlanned;
+
+/* NULL if out of memory.  Parameters and inputs are zeroed: fill them
+ * through &p->s (ref_init_params, ref_fill_uniform, ref_i32). */
+RefPlanned *ref_planned_new(const Graph *g, const struct FusionPlan *fp, const struct MemPlan *mp);
+void ref_planned_free(RefPlanned *p);
+/* One execution (ref_run_node per node, each node once, in kernel order; a
+ * node listed in several kernels, such as an inlined movement op, is
+ * recomputed in each when its output is not materialized and it has no side
+ * effects).  Returns 0, or -1 with a
+ * message in err (a node's error, a node in no kernel). */
+int ref_planned_run(const Graph *g, RefPlanned *p, const struct FusionPlan *fp, const struct MemPlan *mp,
+                    bool training, uint64_t seed, char *err, size_t errlen);
+
 #endif

@@ -53,6 +53,7 @@ expect 0 "check --autodiff" -- "$NETC" check netdefs/unet2d.net --autodiff
 contains "check --autodiff" "grad.enc.0.conv_bn_relu.conv.weight"
 contains "check --autodiff" "grad.loss"
 contains "check --autodiff" "update.logits.weight"
+expect 1 "--autodiff after an unknown optimizer" -- "$NETC" check tests/diagnostics/train_unknown_optimizer.net --autodiff
 
 # overrides
 expect 0 "-D base" -- "$NETC" check netdefs/unet2d.net -D base=16

@@ -47,6 +47,8 @@ Suite *autodiff_suite(void);
 Suite *ref_suite(void);
 Suite *ref_grad_suite(void);
 Suite *safetensors_suite(void);
+Suite *fuse_suite(void);
+Suite *memplan_suite(void);
 Suite *codegen_suite(void);
 
 #endif

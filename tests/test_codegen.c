@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "autodiff.h"
 #include "cbackend.h"
 #include "lower.h"
 #include "ref.h"
@@ -27,6 +28,11 @@
 
 #define TOL_ABS 1e-4
 #define TOL_REL 1e-5
+/* A value that is 0 in exact arithmetic (the gradient of a bias right
+ * before a normalization) is rounding noise of the sums that make it, so
+ * it is judged against the graph's scale: 1e-5 of the largest activation
+ * or gradient anywhere in the graph. */
+#define TOL_FLOOR (1e-5 * graph_top)
 
 static uint64_t test_seed(void)
 {
@@ -35,9 +41,47 @@ static uint64_t test_seed(void)
     return (uint64_t)time(NULL);
 }
 
-/* Run g with the reference and with generated C from the same inputs and
- * parameters; compare every output (and in training the running statistics). */
-static void compare_graph(const char *what, const Graph *g, bool training, uint64_t seed)
+/* Fill inputs, labels (classes from the first output's channels), voxel
+ * weights and the hyper inputs (lr, step) of g. */
+static void fill(const Graph *g, RefState *s, uint64_t seed)
+{
+    int64_t classes = 2;
+    if (g->noutputs > 0 && g->tensors[g->outputs[0].tensor].shape.rank > 1)
+        classes = g->tensors[g->outputs[0].tensor].shape.d[1];
+    for (int t = 0; t < g->ntensors; t++) {
+        const Tensor *te = &g->tensors[t];
+        if (te->kind == TK_INPUT) ref_fill_uniform(s, t, seed + 17 * (uint64_t)t, -1, 1);
+        if (te->kind == TK_WEIGHTMAP) ref_fill_uniform(s, t, seed + 19 * (uint64_t)t, 0, 2);
+        if (te->kind == TK_LABEL) {
+            RefRng r = { seed * 7 + (uint64_t)t };
+            for (int64_t i = 0; i < s->numel[t]; i++) ref_i32(s, t)[i] = (int32_t)(ref_rng_next(&r) % (uint64_t)classes);
+        }
+        if (te->kind == TK_HYPER) s->buf[t][0] = strcmp(te->name, "train.lr") == 0 ? 0.01f : 1.0f;
+        if (te->kind == TK_PARAM && te->dtype == DT_F32) {
+            /* running variances must stay positive; running means get noise */
+            if (strstr(te->name, "running_var")) ref_fill_uniform(s, t, seed + 31 * (uint64_t)t, 0.5, 1.5);
+            else if (strstr(te->name, "running_mean")) ref_fill_uniform(s, t, seed + 31 * (uint64_t)t, -0.2, 0.2);
+        }
+    }
+}
+
+/* After a step: every update output becomes its parameter; step + 1. */
+static void advance(const Graph *g, RefState *s)
+{
+    for (int i = 0; i < g->nnodes; i++) {
+        const Node *n = &g->nodes[i];
+        if (n->op != OP_SGD_UPDATE && n->op != OP_ADAM_UPDATE) continue;
+        memcpy(s->buf[n->in[0]], s->buf[n->out], sizeof(float) * (size_t)s->numel[n->out]);
+    }
+    for (int t = 0; t < g->ntensors; t++)
+        if (g->tensors[t].kind == TK_HYPER && strcmp(g->tensors[t].name, "train.step") == 0) s->buf[t][0] += 1;
+}
+
+/* Run g `steps` times with the reference and with generated C from the same
+ * inputs and parameters; compare every float tensor: activations,
+ * gradients, losses, updated parameters, optimizer state and running
+ * statistics. */
+static void compare_graph_steps(const char *what, const Graph *g, bool training, uint64_t seed, int steps)
 {
     char err[1500];
     L3Module *m = lower_graph(g, training, err, sizeof err);
@@ -50,43 +94,100 @@ static void compare_graph(const char *what, const Graph *g, bool training, uint6
     RefState *want = ref_new(g), *got = ref_new(g);
     ck_assert(want && got);
     ref_init_params(g, want, seed);
-    for (int t = 0; t < g->ntensors; t++) {
-        const Tensor *te = &g->tensors[t];
-        if (te->kind == TK_INPUT) ref_fill_uniform(want, t, seed + 17 * (uint64_t)t, -1, 1);
-        if (te->kind == TK_PARAM && te->dtype == DT_F32) {
-            /* running variances must stay positive; everything else gets noise too */
-            bool var = strstr(te->name, "running_var") != NULL;
-            if (var) ref_fill_uniform(want, t, seed + 31 * (uint64_t)t, 0.5, 1.5);
-            else if (strstr(te->name, "running_mean")) ref_fill_uniform(want, t, seed + 31 * (uint64_t)t, -0.2, 0.2);
+    fill(g, want, seed);
+    for (int t = 0; t < g->ntensors; t++) memcpy(got->buf[t], want->buf[t], sizeof(float) * (size_t)want->numel[t]);
+    for (int step = 0; step < steps; step++) {
+        if (step > 0) {
+            advance(g, want);
+            advance(g, got);
         }
+        for (int t = 0; t < g->ntensors; t++)   /* poison: every activation must be written */
+            if (g->tensors[t].kind == TK_ACTIVATION)
+                for (int64_t i = 0; i < got->numel[t]; i++) got->buf[t][i] = NAN;
+        ck_assert_msg(ref_forward(g, want, training, 1, err, sizeof err) == 0, "%s: %s", what, err);
+        run((void **)got->buf);
     }
-    for (int t = 0; t < g->ntensors; t++) {
-        memcpy(got->buf[t], want->buf[t], sizeof(float) * (size_t)want->numel[t]);
-        if (g->tensors[t].kind == TK_ACTIVATION)
-            for (int64_t i = 0; i < got->numel[t]; i++) got->buf[t][i] = NAN;
-    }
-    ck_assert_msg(ref_forward(g, want, training, 1, err, sizeof err) == 0, "%s: %s", what, err);
-    run((void **)got->buf);
     int checked = 0;
+    double graph_top = 0;
+    for (int t = 0; t < g->ntensors; t++)
+        if (g->tensors[t].kind == TK_ACTIVATION && g->tensors[t].dtype == DT_F32)
+            for (int64_t i = 0; i < want->numel[t]; i++) graph_top = fmax(graph_top, fabs(want->buf[t][i]));
+    /* A parameter whose gradient is 0 in exact arithmetic (a conv bias right
+     * before a normalization) only sees rounding noise; Adam scales noise to
+     * full-size steps in arbitrary directions, so its updated value and
+     * optimizer state are not comparable (tools/ref_vs_torch.py skips the
+     * same parameters against torch.optim). */
+    bool *noise = calloc((size_t)(g->ntensors > 0 ? g->ntensors : 1), sizeof *noise);
+    for (int i = 0; i < g->nnodes; i++) {
+        const Node *n = &g->nodes[i];
+        if (n->op != OP_ADAM_UPDATE) continue;
+        double gm = 0;
+        for (int64_t k = 0; k < want->numel[n->in[1]]; k++) gm = fmax(gm, fabs(want->buf[n->in[1]][k]));
+        if (gm > 1e-5 * graph_top) continue;
+        noise[n->out] = noise[n->in[0]] = true;
+        for (int k = 0; k < n->nparams; k++) noise[g->params[n->params[k]].tensor] = true;
+    }
+    /* Adam's first step is about lr * sign(g) per element, so an element
+     * whose gradient is rounding noise may step either way: the updated
+     * parameters are not compared with the reference.  Instead the moments
+     * (optimizer state parameters) are compared strictly with the
+     * reference like every other tensor, and the new parameter values are
+     * checked against Adam's formula recomputed in double from the
+     * generated moments. */
+    int *adam_grad = malloc(sizeof(int) * (size_t)(g->ntensors > 0 ? g->ntensors : 1));
+    for (int t = 0; t < g->ntensors; t++) adam_grad[t] = -1;
+    for (int i = 0; i < g->nnodes; i++)
+        if (g->nodes[i].op == OP_ADAM_UPDATE) {
+            adam_grad[g->nodes[i].out] = g->nodes[i].in[1];
+            adam_grad[g->nodes[i].in[0]] = g->nodes[i].in[1];   /* the parameter, after advance() */
+        }
     for (int t = 0; t < g->ntensors; t++) {
         const Tensor *te = &g->tensors[t];
-        bool stat = te->kind == TK_PARAM && training && strstr(te->name, "running_");
-        if (te->kind != TK_ACTIVATION && !stat) continue;
+        if (te->dtype != DT_F32 || (te->kind != TK_ACTIVATION && te->kind != TK_PARAM) || noise[t]) continue;
         double top = 0;
         for (int64_t i = 0; i < want->numel[t]; i++) top = fmax(top, fabs(want->buf[t][i]));
         for (int64_t i = 0; i < want->numel[t]; i++) {
             double a = got->buf[t][i], b = want->buf[t][i];
-            ck_assert_msg(fabs(a - b) <= TOL_ABS * top + TOL_REL * fabs(b) || (isnan(a) && isnan(b)),
+            if (adam_grad[t] >= 0) continue;   /* checked below */
+            if (getenv("NETC_DEBUG") && !(fabs(a - b) <= TOL_ABS * top + TOL_REL * fabs(b) + TOL_FLOOR || (isnan(a) && isnan(b))))
+                for (int u = 0; u < g->ntensors; u++)
+                    if (want->numel[u] > i && g->tensors[u].dtype == DT_F32)
+                        fprintf(stderr, "  t%d %s: want %g got %g\n", u, g->tensors[u].name, want->buf[u][i], got->buf[u][i]);
+            ck_assert_msg(fabs(a - b) <= TOL_ABS * top + TOL_REL * fabs(b) + TOL_FLOOR || (isnan(a) && isnan(b)),
                           "%s (seed %llu): %s[%lld]: generated %.9g, reference %.9g (max |ref| %g)", what,
                           (unsigned long long)seed, te->name, (long long)i, a, b, top);
         }
         checked++;
     }
+    for (int i = 0; i < g->nnodes; i++) {
+        const Node *n = &g->nodes[i];
+        if (n->op != OP_ADAM_UPDATE || steps != 1) continue;
+        const OpAttrs *at = &n->at;
+        double lr = got->buf[n->in[2]][0], st = got->buf[n->in[3]][0];
+        double bc1 = 1 - pow(at->opt_beta1, st), bc2 = 1 - pow(at->opt_beta2, st);
+        const float *m = got->buf[g->params[n->params[0]].tensor], *v = got->buf[g->params[n->params[1]].tensor];
+        for (int64_t k = 0; k < got->numel[n->out]; k++) {
+            double w = got->buf[n->in[0]][k];
+            if (at->opt_decoupled) w *= 1 - lr * at->opt_weight_decay;
+            double want_w = w - lr / bc1 * m[k] / (sqrt(v[k]) / sqrt(bc2) + at->opt_eps);
+            ck_assert_msg(fabs(got->buf[n->out][k] - want_w) <= 1e-6 * (1 + fabs(want_w)) + 1e-3 * lr,
+                          "%s: %s[%lld]: generated %.9g, Adam from its moments %.9g", what, n->name, (long long)k,
+                          got->buf[n->out][k], want_w);
+        }
+        checked++;
+    }
     ck_assert_int_gt(checked, 0);
+    free(noise);
+    free(adam_grad);
     ref_free(want);
     ref_free(got);
     cbackend_free(cb);
     l3_module_free(m);
+}
+
+static void compare_graph(const char *what, const Graph *g, bool training, uint64_t seed)
+{
+    compare_graph_steps(what, g, training, seed, 1);
 }
 
 static void compare_op(const char *what, OpKind k, int sr, OpAttrs at, const Shape *ins, int nin, bool training)
@@ -108,6 +209,63 @@ static void compare_op(const char *what, OpKind k, int sr, OpAttrs at, const Sha
     for (int j = 0; j < np; j++) graph_add_param(g, node, &ps[j]);
     graph_add_output(g, "y", out, cx.loc);
     compare_graph(what, g, training, test_seed());
+    graph_free(g);
+}
+
+/* The gradient of one op: each float input of rank >= 3 comes out of a
+ * trainable 1x1 convolution (so autodiff differentiates it), the op's output
+ * is multiplied by a random tensor r and that product seeds the backward
+ * pass (dy = r).  Forward, every grad node and the SGD update are compared. */
+static void compare_op_grad(const char *what, OpKind k, int sr, OpAttrs at, const Shape *ins, int nin)
+{
+    Graph *g = graph_new("t", "p", sr);
+    SrcLoc nl;
+    memset(&nl, 0, sizeof nl);
+    int in[8];
+    for (int j = 0; j < nin; j++) {
+        int x = graph_add_tensor(g, "x", ins[j], DT_F32, TK_INPUT);
+        graph_add_input(g, "x", x, nl);
+        in[j] = x;
+        if (ins[j].rank < 3) continue;
+        OpAttrs ca = attrs(OP_CONV, ins[j].rank - 2);
+        ca.channels = ins[j].d[1];
+        for (int i = 0; i < ins[j].rank - 2; i++) ca.kernel[i] = 1;
+        const Tensor *tp1[1] = { &g->tensors[x] };
+        ShapeCtx cx1 = { NULL, nl, NULL, ins[j].rank - 2, tp1, 1, NULL, NULL };
+        Shape cs;
+        ck_assert(op_table[OP_CONV].shape(&cx1, &ca, &ins[j], 1, &cs));
+        int h = graph_add_tensor(g, "h", cs, DT_F32, TK_ACTIVATION);
+        char nm[16];
+        snprintf(nm, sizeof nm, "pre%d", j);
+        int node = graph_add_node(g, OP_CONV, nm, &x, 1, h, &ca, nl);
+        g->tensors[h].producer = node;
+        ParamSpec ps[NODE_MAX_PARAMS];
+        int np = op_table[OP_CONV].params(&ca, &ins[j], 1, ps);
+        for (int q = 0; q < np; q++) graph_add_param(g, node, &ps[q]);
+        in[j] = h;
+    }
+    const Tensor *tp[8];
+    for (int j = 0; j < nin; j++) tp[j] = &g->tensors[in[j]];
+    ShapeCtx cx = { NULL, nl, NULL, sr, tp, nin, NULL, NULL };
+    Shape os;
+    ck_assert_msg(op_table[k].shape(&cx, &at, ins, nin, &os), "%s: shape rule failed", what);
+    int out = graph_add_tensor(g, "y", os, DT_F32, TK_ACTIVATION);
+    int node = graph_add_node(g, k, op_table[k].name, in, nin, out, &at, nl);
+    g->tensors[out].producer = node;
+    ParamSpec ps[NODE_MAX_PARAMS];
+    int np = op_table[k].params(&at, ins, nin, ps);
+    for (int j = 0; j < np; j++) graph_add_param(g, node, &ps[j]);
+    int r = graph_add_tensor(g, "r", os, DT_F32, TK_INPUT);
+    graph_add_input(g, "r", r, nl);
+    int yr = graph_add_tensor(g, "yr", os, DT_F32, TK_ACTIVATION);
+    int two[2] = { out, r };
+    OpAttrs ma = attrs(OP_MUL, sr);
+    g->tensors[yr].producer = graph_add_node(g, OP_MUL, "seed", two, 2, yr, &ma, nl);
+    graph_add_output(g, "yr", yr, nl);
+    ck_assert_int_gt(autodiff(g, yr), 0);
+    const double sgd[4] = { 0.01, 0.9, 1, 1e-4 };
+    ck_assert_int_gt(append_optimizer(g, "sgd", sgd), 0);
+    compare_graph_steps(what, g, true, test_seed(), getenv("NETC_STEPS") ? atoi(getenv("NETC_STEPS")) : 2);
     graph_free(g);
 }
 
@@ -240,6 +398,84 @@ START_TEST(codegen_norms)
 }
 END_TEST
 
+START_TEST(codegen_grad_conv_pool)
+{
+    OpAttrs at = attrs(OP_CONV, 2);
+    at.channels = 4;
+    at.kernel[0] = at.kernel[1] = 3;
+    at.pad.mode = PAD_SAME;
+    at.stride[0] = 2;
+    Shape in = SH(2, 3, 7, 6);
+    compare_op_grad("grad conv 2d stride same", OP_CONV, 2, at, &in, 1);
+    at = attrs(OP_CONV, 3);
+    at.channels = 4;
+    at.groups = 2;
+    at.kernel[0] = 1, at.kernel[1] = 3, at.kernel[2] = 2;
+    at.dilation[1] = 2;
+    at.pad.mode = PAD_VALID;
+    Shape in3 = SH(1, 2, 3, 6, 4);
+    compare_op_grad("grad conv 3d groups dilation", OP_CONV, 3, at, &in3, 1);
+    at = attrs(OP_UPCONV, 2);
+    at.channels = 3;
+    at.kernel[0] = at.kernel[1] = 3;
+    at.stride[0] = at.stride[1] = 2;
+    at.pad.mode = PAD_EXPLICIT;
+    at.pad.lo[0] = at.pad.lo[1] = 1;
+    at.pad.hi[0] = at.pad.hi[1] = 1;
+    at.out_pad[0] = at.out_pad[1] = 1;
+    Shape inu = SH(2, 2, 3, 4);
+    compare_op_grad("grad upconv", OP_UPCONV, 2, at, &inu, 1);
+    at = attrs(OP_MAXPOOL, 2);
+    at.kernel[0] = at.kernel[1] = 2;
+    compare_op_grad("grad maxpool", OP_MAXPOOL, 2, at, &in, 1);
+    at = attrs(OP_AVGPOOL, 2);
+    at.kernel[0] = at.kernel[1] = 3;
+    at.stride[0] = at.stride[1] = 2;
+    at.pad.mode = PAD_EXPLICIT;
+    at.pad.lo[0] = at.pad.lo[1] = 1;
+    at.pad.hi[0] = at.pad.hi[1] = 1;
+    at.ceil_mode = true;
+    compare_op_grad("grad avgpool", OP_AVGPOOL, 2, at, &in, 1);
+    compare_op_grad("grad global_avgpool", OP_GLOBAL_AVGPOOL, 2, attrs(OP_GLOBAL_AVGPOOL, 2), &in, 1);
+    at = attrs(OP_UPSAMPLE, 2);
+    at.scale[0] = 2, at.scale[1] = 3;
+    compare_op_grad("grad upsample nearest", OP_UPSAMPLE, 2, at, &in, 1);
+    at.mode = 1;
+    compare_op_grad("grad upsample linear", OP_UPSAMPLE, 2, at, &in, 1);
+}
+END_TEST
+
+START_TEST(codegen_grad_pointwise_norm)
+{
+    Shape two[2] = { SH(2, 3, 4, 5), SH(2, 2, 4, 5) };
+    compare_op_grad("grad concat", OP_CONCAT, 2, attrs(OP_CONCAT, 2), two, 2);
+    OpAttrs at = attrs(OP_CROP, 2);
+    at.pad.mode = PAD_EXPLICIT;
+    at.pad.lo[0] = 1, at.pad.hi[0] = 2, at.pad.lo[1] = 0, at.pad.hi[1] = 1;
+    compare_op_grad("grad crop", OP_CROP, 2, at, &two[0], 1);
+    for (int mode = 0; mode < 3; mode++) {
+        at = attrs(OP_PAD, 2);
+        at.pad.mode = PAD_EXPLICIT;
+        at.pad.lo[0] = 2, at.pad.hi[0] = 1, at.pad.lo[1] = 1, at.pad.hi[1] = 3;
+        at.mode = mode;
+        compare_op_grad("grad pad", OP_PAD, 2, at, &two[0], 1);
+    }
+    Shape bc[2] = { SH(2, 3, 4, 5), SH(1, 3, 1, 1) };
+    compare_op_grad("grad add broadcast", OP_ADD, 2, attrs(OP_ADD, 2), bc, 2);
+    compare_op_grad("grad mul broadcast", OP_MUL, 2, attrs(OP_MUL, 2), bc, 2);
+    const OpKind ks[] = { OP_RELU, OP_LEAKY_RELU, OP_ELU, OP_SIGMOID, OP_TANH, OP_SCALE, OP_SOFTMAX, OP_PRELU };
+    for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
+        at = attrs(ks[i], 3);
+        if (ks[i] == OP_SCALE) at.factor = -1.5;
+        Shape s = SH(2, 3, 3, 2, 5);
+        compare_op_grad(op_table[ks[i]].name, ks[i], 3, at, &s, 1);
+    }
+    Shape s = SH(2, 3, 5, 4, 3);
+    compare_op_grad("grad instancenorm", OP_INSTANCENORM, 3, attrs(OP_INSTANCENORM, 3), &s, 1);
+    compare_op_grad("grad batchnorm", OP_BATCHNORM, 3, attrs(OP_BATCHNORM, 3), &s, 1);
+}
+END_TEST
+
 static void net(const char *path, const char *args, bool training)
 {
     Compiled *c = compile_file(path, args);
@@ -257,6 +493,47 @@ START_TEST(codegen_netdefs)
 }
 END_TEST
 
+/* One full training step, twice: forward, loss, backward, optimizer update
+ * (the update outputs copied back as the trainer does). */
+static void train_step(const char *path, const char *args, const char *opt, int steps)
+{
+    Compiled *c = compile_file(path, args);
+    ck_clean(c);
+    Graph *g = c->g;
+    ck_assert_int_gt(g->nlosses, 0);
+    ck_assert_int_gt(autodiff(g, g->losses[0].tensor), 0);
+    const double sgd[4] = { 0.01, 0.9, 1, 1e-4 }, adam[5] = { 1e-3, 0.9, 0.999, 1e-8, 0.01 };
+    ck_assert_int_gt(append_optimizer(g, opt, strcmp(opt, "sgd") == 0 ? sgd : adam), 0);
+    char what[256];
+    snprintf(what, sizeof what, "%s training step (%s)", path, opt);
+    compare_graph_steps(what, g, true, test_seed(), steps);
+    compiled_free(c);
+}
+
+START_TEST(codegen_train_steps)
+{
+    /* Batchnorm over a handful of values (the bottleneck of a tiny U-Net is
+     * 1x1 or 2x2) is ill-conditioned: float-level differences in the
+     * parameters after one step are amplified far beyond any tolerance in
+     * the second.  So the netdefs run one step (the update itself is
+     * compared), and the instancenorm net two. */
+    train_step("netdefs/unet2d.net", "-D base=2 -D protocol.size=32x32 --train -D train.patch=32x32 -D train.batch=2", "sgd", 1);
+    train_step("netdefs/unet3d.net", "-D base=2 -D protocol.size=16x16x16 --train -D train.patch=16x16x16 -D train.batch=2",
+               "adam", 1);
+    train_step("netdefs/vnet.net", "-D base=2 -D protocol.size=16x16x16 --train -D train.patch=16x16x16 -D train.batch=1", "sgd", 1);
+    train_step("netdefs/voxresnet.net", "-D base=2 -D protocol.size=16x16x16 --train -D train.patch=16x16x16 -D train.batch=1",
+               "adamw", 1);
+    /* dice_ce with class weights, an ignore label, a voxel weight map and deep supervision */
+    train_step("tests/nets/ds_unet.net", "--train", "sgd", 2);
+    /* focal loss */
+    train_step("tests/nets/ds_unet.net", "--train -D train.loss=focal(logits,labels,weightmap,gamma=2,ignore=2)",
+               "sgd", 2);
+    /* Adam runs one step only: its first step moves every element by about
+     * lr * sign(g), so elements with noise-level gradients step either way
+     * and a second forward pass would differ by design, not by a bug. */
+}
+END_TEST
+
 Suite *codegen_suite(void)
 {
     Suite *s = suite_create("codegen");
@@ -268,6 +545,9 @@ Suite *codegen_suite(void)
     tcase_add_test(tc, codegen_movement_pointwise);
     tcase_add_test(tc, codegen_norms);
     tcase_add_test(tc, codegen_netdefs);
+    tcase_add_test(tc, codegen_grad_conv_pool);
+    tcase_add_test(tc, codegen_grad_pointwise_norm);
+    tcase_add_test(tc, codegen_train_steps);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -28,6 +28,8 @@ int main(void)
     srunner_add_suite(sr, safetensors_suite());
     srunner_add_suite(sr, nifti_suite());
     srunner_add_suite(sr, autodiff_suite());
+    srunner_add_suite(sr, fuse_suite());
+    srunner_add_suite(sr, memplan_suite());
     srunner_add_suite(sr, codegen_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -1,0 +1,861 @@
+/* lower_grad.c — L3 lowering of the training-step nodes: `grad` nodes (one
+ * operand's vector-Jacobian product), the losses (forward and gradient),
+ * the loss seed (`ones`) and the optimizer updates.
+ *
+ * The formulas are those of runtime/ref_backward.c, ref_loss.c and
+ * ref_optim.c (proven against PyTorch).  Where the gradient is a gather
+ * (every output element computed from its own inputs: elementwise ops,
+ * convolution input and weight gradients, normalization) the outer loop is
+ * marked parallel; where it is a scatter (pool and upsample gradients,
+ * reflect/replicate padding) the kernel zeroes its output and accumulates
+ * serially, with no parallel annotation, so every backend stays correct.
+ *
+ * A grad node's inputs are: dy, the forward node's inputs, its parameters,
+ * its output (compiler/autodiff.c).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdlib.h>
+
+#include "lower_internal.h"
+
+/* ---- access to the forward node's operands from a grad node ------------------------------------ */
+
+static const Node *fwd(Lo *L) { return &L->g->nodes[L->n->at.grad_node]; }
+static int t_dy(Lo *L) { return L->n->in[0]; }
+static int t_x(Lo *L, int j) { return L->n->in[1 + j]; }
+static int t_p(Lo *L, int j) { return L->n->in[1 + fwd(L)->nin + j]; }
+static int t_y(Lo *L) { return L->n->in[1 + fwd(L)->nin + fwd(L)->nparams]; }
+static int b_dy(Lo *L) { return buf(L, t_dy(L), false, "dy"); }
+static int b_x(Lo *L, int j) { char nm[8]; snprintf(nm, sizeof nm, j ? "x%d" : "x", j); return buf(L, t_x(L, j), false, nm); }
+static int b_p(Lo *L, int j, const char *nm) { return buf(L, t_p(L, j), false, nm); }
+
+static L3Expr *ld(Lo *L, int b, L3Expr *i) { return load(L, b, i); }
+static L3Expr *sel(Lo *L, L3Expr *c, L3Expr *a, L3Expr *b) { return l3_select(L->m, c, a, b); }
+static L3Expr *lt(Lo *L, L3Expr *a, L3Expr *b) { return bin(L, L3_LT, a, b); }
+static L3Expr *le(Lo *L, L3Expr *a, L3Expr *b) { return bin(L, L3_LE, a, b); }
+static L3Expr *and_(Lo *L, L3Expr *a, L3Expr *b) { return a ? bin(L, L3_AND, a, b) : b; }
+static L3Expr *ex(Lo *L, L3Expr *a) { return l3_un(L->m, L3_EXP, a); }
+static int local(Lo *L, L3Block *b, const char *nm, L3Type t, L3Expr *init)
+{
+    int v = l3_var(L->m, L->k, nm, t, false);
+    l3_local(L->m, b, v, init);
+    return v;
+}
+static void set(Lo *L, L3Block *b, int v, L3Expr *e) { l3_assign(L->m, b, v, e); }
+static void accum(Lo *L, L3Block *b, int v, L3Expr *e) { l3_assign(L->m, b, v, add(L, V(L, v), e)); }
+
+/* Loops over shape s without a parallel annotation (scatters). */
+static L3Block *serial_over(Lo *L, L3Block *in, const Shape *s, L3Expr **c)
+{
+    static const char *nm[] = { "n", "c", "i", "j", "k" };
+    L3Block *b = in;
+    for (int i = 0; i < s->rank; i++) {
+        int v;
+        b = loop(L, b, i < 5 ? nm[i] : "a", s->d[i], &v, 0);
+        c[i] = V(L, v);
+    }
+    return b;
+}
+
+/* out[:] = 0 (before a scatter). */
+static void zero(Lo *L, int ob, int64_t n)
+{
+    int v;
+    L3Block *b = loop(L, &L->k->body, "z", n, &v, L3_VECTORIZE);
+    l3_store(L->m, b, ob, V(L, v), F(L, 0), false);
+}
+
+/* ---- elementwise, softmax, add/mul ---------------------------------------------------------------- */
+
+static bool grad_pointwise(Lo *L, char *err, size_t errlen)
+{
+    const Node *f = fwd(L);
+    const OpAttrs *at = &f->at;
+    int k = L->n->at.grad_operand;
+    const Shape *xs = tshape(L, t_x(L, 0));
+    int o = out_buf(L), dy = b_dy(L), x = b_x(L, 0);
+    if (f->op == OP_DROPOUT && L->training) {
+        snprintf(err, errlen, "%s: dropout in training is not lowered yet (its random stream)", L->n->name);
+        return false;
+    }
+    if (f->op == OP_PRELU && k == 1) {   /* d weight[c] = sum over x < 0 of dy * x */
+        int w_rows = at->shared ? 1 : (int)xs->d[1];
+        int cv;
+        L3Block *b = loop(L, &L->k->body, "c", w_rows, &cv, L3_PARALLEL);
+        int acc = local(L, b, "acc", L3_F32, F(L, 0));
+        L3Expr *c[MAX_RANK];
+        L3Block *in = b;
+        for (int i = 0; i < xs->rank; i++) {
+            if (i == 1 && !at->shared) { c[1] = V(L, cv); continue; }
+            int v;
+            in = loop(L, in, "i", xs->d[i], &v, i == xs->rank - 1 ? L3_VECTORIZE : 0);
+            c[i] = V(L, v);
+        }
+        L3Expr *xi = ld(L, x, lin(L, xs, c));
+        accum(L, in, acc, sel(L, lt(L, xi, F(L, 0)), mul(L, ld(L, dy, lin(L, xs, c)), xi), F(L, 0)));
+        l3_store(L->m, b, o, V(L, cv), V(L, acc), false);
+        return true;
+    }
+    L3Expr *c[MAX_RANK];
+    L3Block *b = loops_over(L, &L->k->body, xs, c);
+    L3Expr *idx = lin(L, xs, c), *v = ld(L, x, idx), *d = ld(L, dy, idx), *r;
+    switch (f->op) {
+    case OP_SCALE: r = mul(L, d, F(L, at->factor)); break;
+    case OP_RELU: r = sel(L, lt(L, F(L, 0), v), d, F(L, 0)); break;
+    case OP_LEAKY_RELU: r = sel(L, le(L, F(L, 0), v), d, mul(L, d, F(L, at->slope))); break;
+    case OP_PRELU: {
+        int pw = b_p(L, 0, "weight");
+        L3Expr *a = ld(L, pw, at->shared || xs->rank < 2 ? I(L, 0) : c[1]);
+        r = sel(L, le(L, F(L, 0), v), d, mul(L, a, d));
+        break;
+    }
+    case OP_ELU: r = sel(L, lt(L, F(L, 0), v), d, mul(L, d, mul(L, F(L, at->alpha), ex(L, v)))); break;
+    case OP_SIGMOID: {
+        int s = local(L, b, "s", L3_F32, dv(L, F(L, 1), add(L, F(L, 1), ex(L, l3_un(L->m, L3_NEG, v)))));
+        r = mul(L, d, mul(L, V(L, s), sub(L, F(L, 1), V(L, s))));
+        break;
+    }
+    case OP_TANH: {
+        int t = local(L, b, "t", L3_F32, l3_un(L->m, L3_TANH, v));
+        r = mul(L, d, sub(L, F(L, 1), mul(L, V(L, t), V(L, t))));
+        break;
+    }
+    case OP_DROPOUT: r = d; break;
+    default:
+        snprintf(err, errlen, "%s: no gradient lowering for %s", L->n->name, op_table[f->op].name);
+        return false;
+    }
+    l3_store(L->m, b, o, idx, r, false);
+    return true;
+}
+
+static bool grad_softmax(Lo *L)
+{
+    const Shape *xs = tshape(L, t_x(L, 0));
+    int64_t N = xs->d[0], C = xs->d[1], sp = numel0(xs) / (N * C);
+    int o = out_buf(L), dy = b_dy(L), y = buf(L, t_y(L), false, "y");
+    int nv, pv, cv;
+    L3Block *b = loop(L, &L->k->body, "n", N, &nv, L3_PARALLEL);
+    b = loop(L, b, "p", sp, &pv, L3_VECTORIZE);
+    #define AT(cc) add(L, mul(L, add(L, mul(L, V(L, nv), I(L, C)), (cc)), I(L, sp)), V(L, pv))
+    int dot = local(L, b, "dot", L3_F32, F(L, 0));
+    L3Block *cb = loop(L, b, "c", C, &cv, 0);
+    accum(L, cb, dot, mul(L, ld(L, dy, AT(V(L, cv))), ld(L, y, AT(V(L, cv)))));
+    cb = loop(L, b, "c", C, &cv, 0);
+    l3_store(L->m, cb, o, AT(V(L, cv)), mul(L, ld(L, y, AT(V(L, cv))), sub(L, ld(L, dy, AT(V(L, cv))), V(L, dot))), false);
+    #undef AT
+    return true;
+}
+
+/* add / mul: operand j gets dy (times the other factors) summed over the
+ * axes it was broadcast along. */
+static bool grad_add_mul(Lo *L)
+{
+    const Node *f = fwd(L);
+    int j = L->n->at.grad_operand;
+    const Shape *os = tshape(L, f->out), *js = tshape(L, t_x(L, j));
+    int o = out_buf(L), dy = b_dy(L);
+    int xs[64];
+    for (int i = 0; i < f->nin && i < 64; i++) xs[i] = f->op == OP_MUL && i != j ? b_x(L, i) : -1;
+    L3Expr *c[MAX_RANK], *oc[MAX_RANK];
+    L3Block *b = loops_over(L, &L->k->body, js, c);
+    int acc = local(L, b, "acc", L3_F32, F(L, 0));
+    L3Block *in = b;
+    for (int i = 0; i < os->rank; i++) {
+        bool red = js->rank == 0 || (js->d[i] == 1 && os->d[i] != 1);
+        if (!red) { oc[i] = c[i]; continue; }
+        int v;
+        in = loop(L, in, "r", os->d[i], &v, 0);
+        oc[i] = V(L, v);
+    }
+    L3Expr *d = ld(L, dy, lin(L, os, oc));
+    for (int i = 0; i < f->nin && i < 64; i++)
+        if (xs[i] >= 0) d = mul(L, d, ld(L, xs[i], bcast_index(L, tshape(L, t_x(L, i)), os, oc)));
+    accum(L, in, acc, d);
+    l3_store(L->m, b, o, js->rank == 0 ? I(L, 0) : lin(L, js, c), V(L, acc), false);
+    return true;
+}
+
+/* ---- movement ------------------------------------------------------------------------------------ */
+
+static bool grad_movement(Lo *L)
+{
+    const Node *f = fwd(L);
+    const OpAttrs *at = &f->at;
+    int j = L->n->at.grad_operand;
+    const Shape *os = tshape(L, f->out), *is = tshape(L, t_x(L, j));
+    int o = out_buf(L), dy = b_dy(L);
+    L3Expr *c[MAX_RANK], *oc[MAX_RANK];
+    if (f->op == OP_PAD && at->mode != 0) {   /* reflect / replicate: scatter */
+        zero(L, o, numel0(is));
+        L3Block *b = serial_over(L, &L->k->body, os, c);
+        L3Expr *ic[MAX_RANK];
+        for (int i = 0; i < os->rank; i++) {
+            if (i < 2) { ic[i] = c[i]; continue; }
+            int64_t nlen = is->d[i];
+            L3Expr *s = sub(L, c[i], I(L, at->pad.lo[i - 2]));
+            if (at->mode == 2) ic[i] = bin(L, L3_MIN, bin(L, L3_MAX, s, I(L, 0)), I(L, nlen - 1));
+            else ic[i] = sel(L, lt(L, s, I(L, 0)), l3_un(L->m, L3_NEG, s),
+                             sel(L, lt(L, s, I(L, nlen)), s, sub(L, I(L, 2 * (nlen - 1)), s)));
+        }
+        l3_store(L->m, b, o, lin(L, is, ic), ld(L, dy, lin(L, os, c)), true);
+        return true;
+    }
+    L3Block *b = loops_over(L, &L->k->body, is, c);
+    L3Expr *ok = NULL;
+    for (int i = 0; i < is->rank; i++) oc[i] = c[i];
+    if (f->op == OP_CONCAT) {
+        int64_t c0 = 0;
+        for (int i = 0; i < j; i++) c0 += tshape(L, t_x(L, i))->d[1];
+        oc[1] = add(L, c[1], I(L, c0));
+    } else if (f->op == OP_CROP) {   /* input position i came from output i - lo, if inside */
+        for (int i = 2; i < is->rank; i++) {
+            oc[i] = sub(L, c[i], I(L, at->pad.lo[i - 2]));
+            ok = and_(L, ok, and_(L, le(L, I(L, 0), oc[i]), lt(L, oc[i], I(L, os->d[i]))));
+            oc[i] = sel(L, ok, oc[i], I(L, 0));
+        }
+    } else {   /* zero pad: output i + lo */
+        for (int i = 2; i < is->rank; i++) oc[i] = add(L, c[i], I(L, at->pad.lo[i - 2]));
+    }
+    L3Expr *v = ld(L, dy, lin(L, os, oc));
+    if (ok) v = sel(L, ok, v, F(L, 0));
+    l3_store(L->m, b, o, lin(L, is, c), v, false);
+    return true;
+}
+
+/* ---- convolution ---------------------------------------------------------------------------------- */
+
+/* conv:   y[n, co, o] = b[co] + sum x[n, g*cpg + ci, o*s - lo + t*dil] w[co, ci, t]
+ * upconv: y[n, co, o] = b[co] + sum_{o = i*s + t*dil - lo} x[n, ci, i] w[ci, col, t]
+ * Input and weight gradients are gathers; the bias gradient sums dy. */
+static bool grad_conv(Lo *L)
+{
+    const Node *f = fwd(L);
+    const OpAttrs *at = &f->at;
+    bool up = f->op == OP_UPCONV;
+    int k = L->n->at.grad_operand;
+    const Shape *os = tshape(L, f->out), *is = tshape(L, t_x(L, 0));
+    int sr = os->rank - 2;
+    int64_t G = at->groups > 0 ? at->groups : 1, cpg = is->d[1] / G, opg = os->d[1] / G;
+    int o = out_buf(L), dy = b_dy(L);
+    if (k == 2) {   /* bias: sum of dy over n and space */
+        int64_t sp = numel0(os) / (os->d[0] * os->d[1]);
+        int cv, nv, iv;
+        L3Block *b = loop(L, &L->k->body, "c", os->d[1], &cv, L3_PARALLEL);
+        int acc = local(L, b, "acc", L3_F32, F(L, 0));
+        L3Block *in = loop(L, b, "n", os->d[0], &nv, 0);
+        in = loop(L, in, "i", sp, &iv, L3_VECTORIZE);
+        accum(L, in, acc, ld(L, dy, add(L, mul(L, add(L, mul(L, V(L, nv), I(L, os->d[1])), V(L, cv)), I(L, sp)), V(L, iv))));
+        l3_store(L->m, b, o, V(L, cv), V(L, acc), false);
+        return true;
+    }
+    int x = b_x(L, 0), w = b_p(L, 0, "weight");
+    const Shape *ws = tshape(L, t_p(L, 0));
+    if (k == 0) {   /* input gradient */
+        L3Expr *c[MAX_RANK];
+        L3Block *b = loops_over(L, &L->k->body, is, c);
+        int acc = local(L, b, "acc", L3_F32, F(L, 0));
+        L3Expr *grp = dv(L, c[1], I(L, cpg)), *cil = sub(L, c[1], mul(L, grp, I(L, cpg)));
+        int cl;
+        L3Block *body = loop(L, b, "co", opg, &cl, 0);
+        L3Expr *co = add(L, mul(L, grp, I(L, opg)), V(L, cl));
+        L3Expr *oc[MAX_RANK], *t[MAX_SPATIAL];
+        oc[0] = c[0];
+        oc[1] = co;
+        for (int i = 0; i < sr; i++) {
+            int tv;
+            body = loop(L, body, "t", at->kernel[i], &tv, 0);
+            t[i] = V(L, tv);
+            int64_t s = at->stride[i];
+            if (!up) {   /* o*s = i + lo - t*dil */
+                L3Expr *q = sub(L, add(L, c[2 + i], I(L, at->pad.lo[i])), mul(L, t[i], I(L, at->dilation[i])));
+                L3Expr *ok = le(L, I(L, 0), q);
+                if (s != 1) ok = and_(L, ok, bin(L, L3_EQ, bin(L, L3_MOD, q, I(L, s)), I(L, 0)));
+                ok = and_(L, ok, lt(L, q, I(L, s * os->d[2 + i])));
+                body = &l3_if(L->m, body, ok)->body;
+                oc[2 + i] = dv(L, q, I(L, s));
+            } else {     /* o = i*s + t*dil - lo */
+                L3Expr *q = sub(L, add(L, mul(L, c[2 + i], I(L, s)), mul(L, t[i], I(L, at->dilation[i]))), I(L, at->pad.lo[i]));
+                body = &l3_if(L->m, body, and_(L, le(L, I(L, 0), q), lt(L, q, I(L, os->d[2 + i]))))->body;
+                oc[2 + i] = q;
+            }
+        }
+        L3Expr *wc[MAX_RANK];
+        wc[0] = up ? c[1] : co;
+        wc[1] = up ? V(L, cl) : cil;
+        for (int i = 0; i < sr; i++) wc[2 + i] = t[i];
+        set(L, body, acc, l3_fma(L->m, ld(L, dy, lin(L, os, oc)), ld(L, w, lin(L, ws, wc)), V(L, acc)));
+        l3_store(L->m, b, o, lin(L, is, c), V(L, acc), false);
+        return true;
+    }
+    /* weight gradient: w[a, b, t] summed over n and the positions the tap touches */
+    L3Expr *wc[MAX_RANK];
+    L3Block *b = loops_over(L, &L->k->body, ws, wc);
+    int acc = local(L, b, "acc", L3_F32, F(L, 0));
+    int nv;
+    L3Block *body = loop(L, b, "n", os->d[0], &nv, 0);
+    L3Expr *xc[MAX_RANK], *oc[MAX_RANK];
+    xc[0] = oc[0] = V(L, nv);
+    if (!up) {   /* w[co, ci, t]: x channel g*cpg + ci, output channel co */
+        oc[1] = wc[0];
+        xc[1] = add(L, mul(L, dv(L, wc[0], I(L, opg)), I(L, cpg)), wc[1]);
+    } else {     /* w[ci, col, t]: x channel ci, output channel g*opg + col */
+        xc[1] = wc[0];
+        oc[1] = add(L, mul(L, dv(L, wc[0], I(L, cpg)), I(L, opg)), wc[1]);
+    }
+    for (int i = 0; i < sr; i++) {
+        int pv;
+        if (!up) {   /* over outputs o: x at o*s - lo + t*dil */
+            body = loop(L, body, "o", os->d[2 + i], &pv, 0);
+            oc[2 + i] = V(L, pv);
+            L3Expr *p = add(L, sub(L, mul(L, V(L, pv), I(L, at->stride[i])), I(L, at->pad.lo[i])), mul(L, wc[2 + i], I(L, at->dilation[i])));
+            body = &l3_if(L->m, body, and_(L, le(L, I(L, 0), p), lt(L, p, I(L, is->d[2 + i]))))->body;
+            xc[2 + i] = p;
+        } else {     /* over inputs i: y at i*s + t*dil - lo */
+            body = loop(L, body, "i", is->d[2 + i], &pv, 0);
+            xc[2 + i] = V(L, pv);
+            L3Expr *q = sub(L, add(L, mul(L, V(L, pv), I(L, at->stride[i])), mul(L, wc[2 + i], I(L, at->dilation[i]))), I(L, at->pad.lo[i]));
+            body = &l3_if(L->m, body, and_(L, le(L, I(L, 0), q), lt(L, q, I(L, os->d[2 + i]))))->body;
+            oc[2 + i] = q;
+        }
+    }
+    set(L, body, acc, l3_fma(L->m, ld(L, dy, lin(L, os, oc)), ld(L, x, lin(L, is, xc)), V(L, acc)));
+    l3_store(L->m, b, o, lin(L, ws, wc), V(L, acc), false);
+    return true;
+}
+
+/* ---- pooling, upsampling (scatters) ----------------------------------------------------------------- */
+
+static bool grad_pool(Lo *L, bool is_max)
+{
+    const Node *f = fwd(L);
+    const OpAttrs *at = &f->at;
+    const Shape *os = tshape(L, f->out), *is = tshape(L, t_x(L, 0));
+    int sr = os->rank - 2;
+    int o = out_buf(L), dy = b_dy(L), x = b_x(L, 0);
+    zero(L, o, numel0(is));
+    L3Expr *c[MAX_RANK];
+    L3Block *b = serial_over(L, &L->k->body, os, c);
+    int d = local(L, b, "d", L3_F32, ld(L, dy, lin(L, os, c)));
+    int svs[MAX_SPATIAL], evs[MAX_SPATIAL];
+    L3Expr *cnt = NULL, *padded = NULL;
+    for (int i = 0; i < sr; i++) {
+        int64_t k = at->kernel[i], s = at->stride[i], lo = at->pad.lo[i], hi = at->pad.hi[i], in = is->d[2 + i];
+        L3Expr *start = sub(L, mul(L, c[2 + i], I(L, s)), I(L, lo));
+        L3Expr *end = bin(L, L3_MIN, add(L, start, I(L, k)), I(L, in + hi));
+        svs[i] = local(L, b, "r", L3_I64, bin(L, L3_MAX, start, I(L, 0)));
+        evs[i] = local(L, b, "e", L3_I64, bin(L, L3_MIN, end, I(L, in)));
+        L3Expr *len = sub(L, V(L, evs[i]), V(L, svs[i]));
+        cnt = cnt ? mul(L, cnt, len) : len;
+        padded = padded ? mul(L, padded, sub(L, end, start)) : sub(L, end, start);
+    }
+    int m = -1, arg = -1, div = -1;
+    if (is_max) {
+        m = local(L, b, "m", L3_F32, F(L, -INFINITY));
+        arg = local(L, b, "arg", L3_I64, I(L, -1));
+    } else
+        div = local(L, b, "div", L3_F32, l3_cast(L->m, L3_F32, at->count_pad ? padded : cnt));
+    L3Block *body = b;
+    L3Expr *ic[MAX_RANK];
+    ic[0] = c[0];
+    ic[1] = c[1];
+    for (int i = 0; i < sr; i++) {
+        int tv;
+        body = loop(L, body, "t", at->kernel[i], &tv, 0);
+        L3Expr *p = add(L, V(L, svs[i]), V(L, tv));
+        body = &l3_if(L->m, body, lt(L, p, V(L, evs[i])))->body;
+        ic[2 + i] = p;
+    }
+    L3Expr *xi = lin(L, is, ic);
+    if (is_max) {   /* the first maximum (row-major); a NaN wins */
+        int v = local(L, body, "v", L3_F32, ld(L, x, xi));
+        L3Expr *isnan_v = bin(L, L3_NE, V(L, v), V(L, v)), *isnan_m = bin(L, L3_NE, V(L, m), V(L, m));
+        L3Expr *take = bin(L, L3_OR, bin(L, L3_OR, lt(L, V(L, arg), I(L, 0)), lt(L, V(L, m), V(L, v))),
+                           bin(L, L3_AND, isnan_v, l3_un(L->m, L3_NOT, isnan_m)));
+        L3Stmt *s = l3_if(L->m, body, take);
+        set(L, &s->body, m, V(L, v));
+        set(L, &s->body, arg, xi);
+        L3Stmt *w = l3_if(L->m, b, le(L, I(L, 0), V(L, arg)));
+        l3_store(L->m, &w->body, o, V(L, arg), V(L, d), true);
+    } else
+        l3_store(L->m, body, o, xi, dv(L, V(L, d), V(L, div)), true);
+    return true;
+}
+
+static bool grad_global_avgpool(Lo *L)
+{
+    const Shape *is = tshape(L, t_x(L, 0));
+    int64_t sp = numel0(is) / (is->d[0] * is->d[1]);
+    int o = out_buf(L), dy = b_dy(L);
+    int nc, i;
+    L3Block *b = loop(L, &L->k->body, "nc", is->d[0] * is->d[1], &nc, L3_PARALLEL);
+    b = loop(L, b, "i", sp, &i, L3_VECTORIZE);
+    l3_store(L->m, b, o, add(L, mul(L, V(L, nc), I(L, sp)), V(L, i)), dv(L, ld(L, dy, V(L, nc)), F(L, (double)sp)), false);
+    return true;
+}
+
+static bool grad_upsample(Lo *L)
+{
+    const Node *f = fwd(L);
+    const OpAttrs *at = &f->at;
+    const Shape *os = tshape(L, f->out), *is = tshape(L, t_x(L, 0));
+    int sr = os->rank - 2;
+    int o = out_buf(L), dy = b_dy(L);
+    zero(L, o, numel0(is));
+    L3Expr *c[MAX_RANK];
+    L3Block *b = serial_over(L, &L->k->body, os, c);
+    int d = local(L, b, "d", L3_F32, ld(L, dy, lin(L, os, c)));
+    if (at->mode != 1) {
+        L3Expr *ic[MAX_RANK];
+        ic[0] = c[0];
+        ic[1] = c[1];
+        for (int i = 0; i < sr; i++)
+            ic[2 + i] = bin(L, L3_MIN, dv(L, mul(L, c[2 + i], I(L, is->d[2 + i])), I(L, os->d[2 + i])), I(L, is->d[2 + i] - 1));
+        l3_store(L->m, b, o, lin(L, is, ic), V(L, d), true);
+        return true;
+    }
+    L3Expr *i0[MAX_SPATIAL], *i1[MAX_SPATIAL], *l1[MAX_SPATIAL];
+    for (int i = 0; i < sr; i++) {
+        int64_t in = is->d[2 + i], out = os->d[2 + i];
+        L3Expr *oo = l3_cast(L->m, L3_F32, c[2 + i]), *src;
+        if (at->align_corners) src = out > 1 ? dv(L, mul(L, oo, F(L, (double)(in - 1))), F(L, (double)(out - 1))) : F(L, 0);
+        else src = bin(L, L3_MAX, sub(L, mul(L, add(L, oo, F(L, 0.5)), F(L, (double)in / (double)out)), F(L, 0.5)), F(L, 0));
+        int sv = local(L, b, "src", L3_F32, src);
+        int iv = local(L, b, "i0_", L3_I64, bin(L, L3_MIN, l3_cast(L->m, L3_I64, l3_un(L->m, L3_FLOOR, V(L, sv))), I(L, in - 1)));
+        i0[i] = V(L, iv);
+        i1[i] = bin(L, L3_MIN, add(L, V(L, iv), I(L, 1)), I(L, in - 1));
+        l1[i] = sub(L, V(L, sv), l3_cast(L->m, L3_F32, V(L, iv)));
+    }
+    for (int corner = 0; corner < (1 << sr); corner++) {
+        L3Expr *ic[MAX_RANK], *wt = NULL;
+        ic[0] = c[0];
+        ic[1] = c[1];
+        for (int i = 0; i < sr; i++) {
+            bool hi = (corner >> (sr - 1 - i)) & 1;
+            ic[2 + i] = hi ? i1[i] : i0[i];
+            L3Expr *fa = hi ? l1[i] : sub(L, F(L, 1), l1[i]);
+            wt = wt ? mul(L, wt, fa) : fa;
+        }
+        l3_store(L->m, b, o, lin(L, is, ic), mul(L, wt, V(L, d)), true);
+    }
+    return true;
+}
+
+/* ---- normalization --------------------------------------------------------------------------------- */
+
+/* dx = w inv (dy - [stats from x] (sum dy + xhat sum dy xhat) / count);
+ * d weight[c] = sum dy xhat; d bias[c] = sum dy. */
+static bool grad_norm(Lo *L)
+{
+    const Node *f = fwd(L);
+    const OpAttrs *at = &f->at;
+    bool batch = f->op == OP_BATCHNORM, stats = !batch || L->training;
+    int k = L->n->at.grad_operand;
+    const Shape *is = tshape(L, t_x(L, 0));
+    int64_t N = is->d[0], C = is->d[1], sp = numel0(is) / (N * C);
+    int o = out_buf(L), dy = b_dy(L), x = b_x(L, 0);
+    int j = 0, w = -1;
+    if (at->affine) { w = b_p(L, 0, "weight"); j = 2; }
+    int rm = batch && !stats ? b_p(L, j, "running_mean") : -1, rv = batch && !stats ? b_p(L, j + 1, "running_var") : -1;
+    int cv;
+    L3Block *b = loop(L, &L->k->body, "c", C, &cv, L3_PARALLEL);
+    int wacc = -1;
+    if (k >= 1) wacc = local(L, b, "acc", L3_F32, F(L, 0));
+    /* groups: (c) for batchnorm, (n, c) for instancenorm */
+    int nv = -1;
+    L3Block *g = b;
+    if (!batch) g = loop(L, b, "n", N, &nv, 0);
+    int64_t count = batch ? N * sp : sp;
+    int iv, nn;
+    #define IDX(nx) add(L, mul(L, add(L, mul(L, (nx), I(L, C)), V(L, cv)), I(L, sp)), V(L, iv))
+    #define OVER(blk) (batch ? loop(L, loop(L, (blk), "n", N, &nn, 0), "i", sp, &iv, L3_VECTORIZE) \
+                             : (nn = nv, loop(L, (blk), "i", sp, &iv, L3_VECTORIZE)))
+    int mean, var;
+    if (stats) {
+        mean = local(L, g, "mean", L3_F32, F(L, 0));
+        L3Block *s = OVER(g);
+        accum(L, s, mean, ld(L, x, IDX(V(L, nn))));
+        set(L, g, mean, dv(L, V(L, mean), F(L, (double)count)));
+        var = local(L, g, "var", L3_F32, F(L, 0));
+        s = OVER(g);
+        L3Expr *dd = sub(L, ld(L, x, IDX(V(L, nn))), V(L, mean));
+        set(L, s, var, l3_fma(L->m, dd, dd, V(L, var)));
+        set(L, g, var, dv(L, V(L, var), F(L, (double)count)));
+    } else {
+        mean = local(L, g, "mean", L3_F32, ld(L, rm, V(L, cv)));
+        var = local(L, g, "var", L3_F32, ld(L, rv, V(L, cv)));
+    }
+    int inv = local(L, g, "inv", L3_F32, dv(L, F(L, 1), l3_un(L->m, L3_SQRT, add(L, V(L, var), F(L, at->eps)))));
+    int sdy = local(L, g, "sdy", L3_F32, F(L, 0)), sdx = local(L, g, "sdyxh", L3_F32, F(L, 0));
+    L3Block *s = OVER(g);
+    L3Expr *xh = mul(L, sub(L, ld(L, x, IDX(V(L, nn))), V(L, mean)), V(L, inv));
+    L3Expr *d = ld(L, dy, IDX(V(L, nn)));
+    accum(L, s, sdy, d);
+    set(L, s, sdx, l3_fma(L->m, d, xh, V(L, sdx)));
+    if (k == 1) accum(L, g, wacc, V(L, sdx));
+    else if (k == 2) accum(L, g, wacc, V(L, sdy));
+    else {
+        L3Expr *sc = w >= 0 ? mul(L, V(L, inv), ld(L, w, V(L, cv))) : V(L, inv);
+        s = OVER(g);
+        L3Expr *xh2 = mul(L, sub(L, ld(L, x, IDX(V(L, nn))), V(L, mean)), V(L, inv));
+        L3Expr *r = ld(L, dy, IDX(V(L, nn)));
+        if (stats) r = sub(L, r, dv(L, add(L, V(L, sdy), mul(L, xh2, V(L, sdx))), F(L, (double)count)));
+        l3_store(L->m, s, o, IDX(V(L, nn)), mul(L, sc, r), false);
+    }
+    if (k >= 1) l3_store(L->m, b, o, V(L, cv), V(L, wacc), false);
+    #undef IDX
+    #undef OVER
+    return true;
+}
+
+/* ---- losses ---------------------------------------------------------------------------------------- */
+
+typedef struct {
+    const Shape *xs, *ls;
+    int x, lab, wm;         /* buffers (wm -1: no weight map) */
+    int64_t N, C, S[MAX_SPATIAL], sr, sp;
+} LossIO;
+
+/* The label (and weight map) index for logits position (n, spatial coords):
+ * an integer multiple is downsampled (every k-th), any other larger size
+ * centre-cropped (ref_prepare_labels). */
+static L3Expr *label_index(Lo *L, const LossIO *io, L3Expr *n, L3Expr *const *sc)
+{
+    L3Expr *c[MAX_RANK];
+    c[0] = n;
+    c[1] = I(L, 0);
+    for (int i = 0; i < io->sr; i++) {
+        int64_t Lz = io->ls->d[2 + i], S = io->S[i];
+        c[2 + i] = Lz % S == 0 ? mul(L, sc[i], I(L, Lz / S)) : add(L, sc[i], I(L, (Lz - S) / 2));
+    }
+    return lin(L, io->ls, c);
+}
+
+static LossIO loss_io(Lo *L, const Node *lossnode, int t_logits, int t_labels, int t_wmap)
+{
+    LossIO io;
+    memset(&io, 0, sizeof io);
+    (void)lossnode;
+    io.xs = tshape(L, t_logits);
+    io.ls = tshape(L, t_labels);
+    io.x = buf(L, t_logits, false, "x");
+    io.lab = buf(L, t_labels, false, "labels");
+    io.wm = t_wmap >= 0 ? buf(L, t_wmap, false, "weightmap") : -1;
+    io.N = io.xs->d[0];
+    io.C = io.xs->d[1];
+    io.sr = io.xs->rank - 2;
+    io.sp = 1;
+    for (int i = 0; i < io.sr; i++) io.S[i] = io.xs->d[2 + i], io.sp *= io.S[i];
+    return io;
+}
+
+/* Loops over n and the spatial positions; *n, sc[] the coordinates, *p the
+ * flat spatial index. */
+static L3Block *voxels(Lo *L, L3Block *in, const LossIO *io, L3Expr **n, L3Expr **sc, L3Expr **p, bool n_loop, int64_t fixed_n)
+{
+    L3Block *b = in;
+    if (n_loop) {
+        int nv;
+        b = loop(L, b, "n", io->N, &nv, 0);
+        *n = V(L, nv);
+    } else
+        *n = I(L, fixed_n);
+    L3Expr *flat = NULL;
+    for (int i = 0; i < io->sr; i++) {
+        int v;
+        b = loop(L, b, "s", io->S[i], &v, i == io->sr - 1 ? L3_VECTORIZE : 0);
+        sc[i] = V(L, v);
+        flat = flat ? add(L, mul(L, flat, I(L, io->S[i])), sc[i]) : sc[i];
+    }
+    *p = flat ? flat : I(L, 0);
+    return b;
+}
+
+static L3Expr *xat(Lo *L, const LossIO *io, L3Expr *n, L3Expr *c, L3Expr *p)
+{
+    return ld(L, io->x, add(L, mul(L, add(L, mul(L, n, I(L, io->C)), c), I(L, io->sp)), p));
+}
+
+/* In block b at voxel (n, p): locals y (label, I64), keep (bool expr), m
+ * (voxel weight), lse (log-sum-exp over channels).  Returns the block to
+ * continue in (inside `if keep`). */
+typedef struct { int y, mw, lse; } Vox;
+static L3Block *voxel_setup(Lo *L, L3Block *b, const LossIO *io, const OpAttrs *at, L3Expr *n, L3Expr *const *sc,
+                            L3Expr *p, Vox *v, bool want_lse)
+{
+    L3Expr *li = label_index(L, io, n, sc);
+    v->y = local(L, b, "y", L3_I64, l3_cast(L->m, L3_I64, ld(L, io->lab, li)));
+    /* labels outside [0, C) count as ignored (the data pipeline validates them) */
+    L3Expr *keep = and_(L, le(L, I(L, 0), V(L, v->y)), lt(L, V(L, v->y), I(L, io->C)));
+    if (at->ignore >= 0) keep = and_(L, keep, bin(L, L3_NE, V(L, v->y), I(L, at->ignore)));
+    b = &l3_if(L->m, b, keep)->body;
+    v->mw = local(L, b, "mw", L3_F32, io->wm >= 0 ? ld(L, io->wm, li) : F(L, 1));
+    v->lse = -1;
+    if (want_lse) {
+        int mx = local(L, b, "mx", L3_F32, F(L, -INFINITY)), cv;
+        L3Block *cb = loop(L, b, "c", io->C, &cv, 0);
+        set(L, cb, mx, bin(L, L3_MAX, V(L, mx), xat(L, io, n, V(L, cv), p)));
+        int s = local(L, b, "se", L3_F32, F(L, 0));
+        cb = loop(L, b, "c", io->C, &cv, 0);
+        accum(L, cb, s, ex(L, sub(L, xat(L, io, n, V(L, cv), p), V(L, mx))));
+        v->lse = local(L, b, "lse", L3_F32, add(L, V(L, mx), l3_un(L->m, L3_LOG, V(L, s))));
+    }
+    return b;
+}
+
+/* class weight w[y] as a select chain (a handful of classes) */
+static L3Expr *class_weight(Lo *L, const OpAttrs *at, L3Expr *y)
+{
+    if (!at->nweights) return F(L, 1);
+    L3Expr *e = F(L, at->weights[at->nweights - 1]);
+    for (int c = at->nweights - 2; c >= 0; c--) e = sel(L, bin(L, L3_EQ, y, I(L, c)), F(L, at->weights[c]), e);
+    return e;
+}
+
+/* focal's per-voxel factor and loss: l = -a (1 - pt)^g log pt */
+static L3Expr *alpha_t(Lo *L, const OpAttrs *at, L3Expr *y)
+{
+    return sel(L, le(L, I(L, 1), y), F(L, at->alpha), F(L, 1 - at->alpha));
+}
+static L3Expr *powg(Lo *L, L3Expr *base, double g)
+{
+    if (g == 0) return F(L, 1);
+    if (g == 1) return base;
+    if (g == 2) return mul(L, base, base);
+    /* base^g = exp(g log base), 0 at base 0 */
+    return sel(L, lt(L, F(L, 0), base), ex(L, mul(L, F(L, g), l3_un(L->m, L3_LOG, base))), F(L, 0));
+}
+
+/* dice statistics for row r (n fixed, or every n for batch dice) and class c
+ * into locals tp, fp, fn. */
+static void dice_stats(Lo *L, L3Block *b, const LossIO *io, const OpAttrs *at, int64_t row, int64_t c, int tp, int fp, int fn)
+{
+    for (int64_t n = at->batch_dice ? 0 : row; n < (at->batch_dice ? io->N : row + 1); n++) {
+        L3Expr *nn, *sc[MAX_SPATIAL], *p;
+        L3Block *vb = voxels(L, b, io, &nn, sc, &p, false, n);
+        Vox v;
+        vb = voxel_setup(L, vb, io, at, nn, sc, p, &v, true);
+        L3Expr *pc = ex(L, sub(L, xat(L, io, nn, I(L, c), p), V(L, v.lse)));
+        int pcv = local(L, vb, "pc", L3_F32, pc);
+        L3Expr *yc = sel(L, bin(L, L3_EQ, V(L, v.y), I(L, c)), F(L, 1), F(L, 0));
+        int ycv = local(L, vb, "yc", L3_F32, yc);
+        accum(L, vb, tp, mul(L, V(L, v.mw), mul(L, V(L, pcv), V(L, ycv))));
+        accum(L, vb, fp, mul(L, V(L, v.mw), mul(L, V(L, pcv), sub(L, F(L, 1), V(L, ycv)))));
+        accum(L, vb, fn, mul(L, V(L, v.mw), mul(L, sub(L, F(L, 1), V(L, pcv)), V(L, ycv))));
+    }
+}
+
+/* Forward loss (L->n is the loss node) or its logits gradient (L->n is the
+ * grad node of a loss node). */
+static bool loss_common(Lo *L, bool grad)
+{
+    const Node *ln = grad ? fwd(L) : L->n;
+    const OpAttrs *at = &ln->at;
+    int tl = grad ? t_x(L, 0) : ln->in[0], tb = grad ? t_x(L, 1) : ln->in[1];
+    int tw = ln->nin > 2 ? (grad ? t_x(L, 2) : ln->in[2]) : -1;
+    LossIO io = loss_io(L, ln, tl, tb, tw);
+    int o = out_buf(L);
+    L3Block *top = &L->k->body;
+    int64_t rows = at->batch_dice ? 1 : io.N;
+    if (ln->op == OP_DICE) {
+        int64_t c0 = at->background ? 0 : 1, cnt = (io.C - c0) * rows;
+        /* per (row, class): 1/dd and dc/dd (gradient) or the sum of dc (forward) */
+        int *inv = calloc((size_t)(rows * io.C), sizeof(int)), *dcdd = calloc((size_t)(rows * io.C), sizeof(int));
+        int sum = grad ? -1 : local(L, top, "dsum", L3_F32, F(L, 0));
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < io.C; c++) {
+                if (c < c0) continue;
+                int tp = local(L, top, "tp", L3_F32, F(L, 0)), fp = local(L, top, "fp", L3_F32, F(L, 0)),
+                    fn = local(L, top, "fn", L3_F32, F(L, 0));
+                dice_stats(L, top, &io, at, r, c, tp, fp, fn);
+                L3Expr *dd = add(L, add(L, add(L, mul(L, F(L, 2), V(L, tp)), V(L, fp)), V(L, fn)), F(L, at->smooth));
+                int ddv = local(L, top, "dd", L3_F32, dd);
+                L3Expr *clamp = lt(L, F(L, 1e-8), V(L, ddv));   /* !clamp when dd <= 1e-8 */
+                int ddc = local(L, top, "ddc", L3_F32, sel(L, clamp, V(L, ddv), F(L, 1e-8)));
+                int dc = local(L, top, "dc", L3_F32, dv(L, add(L, mul(L, F(L, 2), V(L, tp)), F(L, at->smooth)), V(L, ddc)));
+                if (!grad) {
+                    accum(L, top, sum, V(L, dc));
+                    continue;
+                }
+                inv[r * io.C + c] = local(L, top, "rinv", L3_F32, dv(L, F(L, 1), V(L, ddc)));
+                dcdd[r * io.C + c] = local(L, top, "rdc", L3_F32, sel(L, clamp, dv(L, V(L, dc), V(L, ddc)), F(L, 0)));
+            }
+        if (!grad) {
+            l3_store(L->m, top, o, I(L, 0), dv(L, l3_un(L->m, L3_NEG, V(L, sum)), F(L, (double)cnt)), false);
+            free(inv);
+            free(dcdd);
+            return true;
+        }
+        int go = local(L, top, "go", L3_F32, ld(L, b_dy(L), I(L, 0)));
+        zero(L, o, numel0(io.xs));
+        for (int64_t n = 0; n < io.N; n++) {
+            int64_t r = at->batch_dice ? 0 : n;
+            L3Expr *nn, *sc[MAX_SPATIAL], *p;
+            L3Block *vb = voxels(L, top, &io, &nn, sc, &p, false, n);
+            Vox v;
+            vb = voxel_setup(L, vb, &io, at, nn, sc, p, &v, true);
+            int gl[64], pcs[64];
+            if (io.C > 64) { free(inv); free(dcdd); return false; }
+            int dot = local(L, vb, "dot", L3_F32, F(L, 0));
+            for (int64_t c = 0; c < io.C; c++) {
+                pcs[c] = local(L, vb, "pc", L3_F32, ex(L, sub(L, xat(L, &io, nn, I(L, c), p), V(L, v.lse))));
+                L3Expr *g = F(L, 0);
+                if (c >= c0) {
+                    L3Expr *two = sel(L, bin(L, L3_EQ, V(L, v.y), I(L, c)), F(L, 2), F(L, 0));
+                    g = mul(L, mul(L, l3_un(L->m, L3_NEG, V(L, v.mw)), dv(L, V(L, go), F(L, (double)cnt))),
+                            sub(L, mul(L, two, V(L, inv[r * io.C + c])), V(L, dcdd[r * io.C + c])));
+                }
+                gl[c] = local(L, vb, "gl", L3_F32, g);
+                set(L, vb, dot, l3_fma(L->m, V(L, gl[c]), V(L, pcs[c]), V(L, dot)));
+            }
+            for (int64_t c = 0; c < io.C; c++) {
+                L3Expr *idx = add(L, mul(L, add(L, mul(L, nn, I(L, io.C)), I(L, c)), I(L, io.sp)), p);
+                l3_store(L->m, vb, o, idx, mul(L, V(L, pcs[c]), sub(L, V(L, gl[c]), V(L, dot))), false);
+            }
+        }
+        free(inv);
+        free(dcdd);
+        return true;
+    }
+    /* ce, focal: num / den over kept voxels */
+    int num = grad ? -1 : local(L, top, "num", L3_F32, F(L, 0)), den = local(L, top, "den", L3_F32, F(L, 0));
+    {
+        L3Expr *nn, *sc[MAX_SPATIAL], *p;
+        L3Block *vb = voxels(L, top, &io, &nn, sc, &p, true, 0);
+        Vox v;
+        vb = voxel_setup(L, vb, &io, at, nn, sc, p, &v, !grad);
+        L3Expr *y = V(L, v.y);
+        if (ln->op == OP_CE) {
+            int w = local(L, vb, "w", L3_F32, mul(L, V(L, v.mw), class_weight(L, at, y)));
+            if (!grad) accum(L, vb, num, mul(L, l3_un(L->m, L3_NEG, V(L, w)), sub(L, xat(L, &io, nn, y, p), V(L, v.lse))));
+            accum(L, vb, den, V(L, w));
+        } else {
+            if (!grad) {
+                int lpt = local(L, vb, "lpt", L3_F32, sub(L, xat(L, &io, nn, y, p), V(L, v.lse)));
+                L3Expr *pt = ex(L, V(L, lpt));
+                accum(L, vb, num, mul(L, l3_un(L->m, L3_NEG, mul(L, V(L, v.mw), alpha_t(L, at, y))),
+                                      mul(L, powg(L, sub(L, F(L, 1), pt), at->gamma), V(L, lpt))));
+            }
+            accum(L, vb, den, V(L, v.mw));
+        }
+    }
+    if (!grad) {
+        l3_store(L->m, top, o, I(L, 0), dv(L, V(L, num), V(L, den)), false);
+        return true;
+    }
+    int scale = local(L, top, "gscale", L3_F32, dv(L, ld(L, b_dy(L), I(L, 0)), V(L, den)));
+    zero(L, o, numel0(io.xs));
+    L3Expr *nn, *sc[MAX_SPATIAL], *p;
+    L3Block *vb = voxels(L, top, &io, &nn, sc, &p, true, 0);
+    Vox v;
+    vb = voxel_setup(L, vb, &io, at, nn, sc, p, &v, true);
+    L3Expr *y = V(L, v.y);
+    int fac;
+    if (ln->op == OP_CE) {
+        fac = local(L, vb, "fac", L3_F32, mul(L, mul(L, V(L, v.mw), class_weight(L, at, y)), V(L, scale)));
+    } else {   /* dL = -a (1-pt)^g + a g pt log pt (1-pt)^(g-1), times -(dx_c = [c=y] - p_c) below */
+        int lpt = local(L, vb, "lpt", L3_F32, sub(L, xat(L, &io, nn, y, p), V(L, v.lse)));
+        int pt = local(L, vb, "pt", L3_F32, ex(L, V(L, lpt)));
+        int a = local(L, vb, "a", L3_F32, alpha_t(L, at, y));
+        L3Expr *omp = sub(L, F(L, 1), V(L, pt));
+        L3Expr *dl = mul(L, l3_un(L->m, L3_NEG, V(L, a)), powg(L, omp, at->gamma));
+        if (at->gamma != 0)
+            dl = add(L, dl, sel(L, lt(L, F(L, 0), omp),
+                                mul(L, mul(L, mul(L, V(L, a), F(L, at->gamma)), mul(L, V(L, pt), V(L, lpt))), powg(L, omp, at->gamma - 1)),
+                                F(L, 0)));
+        /* gradient w.r.t. x_c is dl * ([c = y] - p_c): written as fac * (p_c - [c = y]) with fac = -dl */
+        fac = local(L, vb, "fac", L3_F32, l3_un(L->m, L3_NEG, mul(L, mul(L, dl, V(L, v.mw)), V(L, scale))));
+    }
+    int cv;
+    L3Block *cb = loop(L, vb, "c", io.C, &cv, 0);
+    L3Expr *pc = ex(L, sub(L, xat(L, &io, nn, V(L, cv), p), V(L, v.lse)));
+    L3Expr *yc = sel(L, bin(L, L3_EQ, V(L, cv), y), F(L, 1), F(L, 0));
+    L3Expr *idx = add(L, mul(L, add(L, mul(L, nn, I(L, io.C)), V(L, cv)), I(L, io.sp)), p);
+    l3_store(L->m, cb, o, idx, mul(L, V(L, fac), sub(L, pc, yc)), false);
+    return true;
+}
+
+bool lower_loss(Lo *L, char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+    return loss_common(L, false);
+}
+
+/* ---- optimizer updates ------------------------------------------------------------------------------ */
+
+/* sgd_update / adam_update: inputs (param, grad, lr, step), state
+ * parameters updated in place, the new parameter value as the output
+ * (torch.optim's arithmetic, ref_optim.c). */
+bool lower_update(Lo *L, char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+    const Node *n = L->n;
+    const OpAttrs *at = &n->at;
+    bool sgd = n->op == OP_SGD_UPDATE;
+    int64_t cnt = numel0(tshape(L, n->out));
+    int o = out_buf(L), w = buf(L, n->in[0], false, "w"), gd = buf(L, n->in[1], false, "grad");
+    int lr = buf(L, n->in[2], false, "lr"), st = buf(L, n->in[3], false, "step");
+    int ms = n->nparams > 0 ? param_buf(L, 0, true) : -1, vs = n->nparams > 1 ? param_buf(L, 1, true) : -1;
+    L3Block *top = &L->k->body;
+    int lrv = local(L, top, "lr_", L3_F32, ld(L, lr, I(L, 0)));
+    int stv = local(L, top, "step_", L3_F32, ld(L, st, I(L, 0)));
+    int bc1 = -1, bc2 = -1;
+    if (!sgd) {   /* 1 - beta^step = -expm1(step ln beta), accurate in float */
+        bc1 = local(L, top, "bc1", L3_F32, l3_un(L->m, L3_NEG, l3_un(L->m, L3_EXPM1, mul(L, V(L, stv), F(L, log(at->opt_beta1))))));
+        bc2 = local(L, top, "bc2", L3_F32, l3_un(L->m, L3_NEG, l3_un(L->m, L3_EXPM1, mul(L, V(L, stv), F(L, log(at->opt_beta2))))));
+    }
+    int iv;
+    L3Block *b = loop(L, top, "i", cnt, &iv, L3_PARALLEL | L3_VECTORIZE);
+    L3Expr *i = V(L, iv);
+    int wv = local(L, b, "wv", L3_F32, ld(L, w, i));
+    int d = local(L, b, "d", L3_F32, ld(L, gd, i));
+    if (sgd) {
+        if (at->opt_weight_decay != 0) set(L, b, d, l3_fma(L->m, F(L, at->opt_weight_decay), V(L, wv), V(L, d)));
+        if (ms >= 0 && at->opt_momentum != 0) {
+            L3Expr *first = bin(L, L3_EQ, V(L, stv), F(L, 1));
+            int m = local(L, b, "m", L3_F32, sel(L, first, V(L, d), l3_fma(L->m, F(L, at->opt_momentum), ld(L, ms, i), V(L, d))));
+            l3_store(L->m, b, ms, i, V(L, m), false);
+            set(L, b, d, at->opt_nesterov ? l3_fma(L->m, F(L, at->opt_momentum), V(L, m), V(L, d)) : V(L, m));
+        }
+        l3_store(L->m, b, o, i, sub(L, V(L, wv), mul(L, V(L, lrv), V(L, d))), false);
+        return true;
+    }
+    if (at->opt_decoupled) set(L, b, wv, mul(L, V(L, wv), sub(L, F(L, 1), mul(L, V(L, lrv), F(L, at->opt_weight_decay)))));
+    else if (at->opt_weight_decay != 0) set(L, b, d, l3_fma(L->m, F(L, at->opt_weight_decay), V(L, wv), V(L, d)));
+    int m = local(L, b, "m", L3_F32, add(L, mul(L, F(L, at->opt_beta1), ld(L, ms, i)), mul(L, F(L, 1 - at->opt_beta1), V(L, d))));
+    int v = local(L, b, "v", L3_F32, add(L, mul(L, F(L, at->opt_beta2), ld(L, vs, i)), mul(L, F(L, 1 - at->opt_beta2), mul(L, V(L, d), V(L, d)))));
+    l3_store(L->m, b, ms, i, V(L, m), false);
+    l3_store(L->m, b, vs, i, V(L, v), false);
+    L3Expr *denom = add(L, dv(L, l3_un(L->m, L3_SQRT, V(L, v)), l3_un(L->m, L3_SQRT, V(L, bc2))), F(L, at->opt_eps));
+    l3_store(L->m, b, o, i, sub(L, V(L, wv), mul(L, dv(L, V(L, lrv), V(L, bc1)), dv(L, V(L, m), denom))), false);
+    return true;
+}
+
+/* ---- grad dispatch ---------------------------------------------------------------------------------- */
+
+bool lower_grad_node(Lo *L, char *err, size_t errlen)
+{
+    const Node *f = fwd(L);
+    switch (f->op) {
+    case OP_CONV: case OP_UPCONV: return grad_conv(L);
+    case OP_MAXPOOL: return grad_pool(L, true);
+    case OP_AVGPOOL: return grad_pool(L, false);
+    case OP_GLOBAL_AVGPOOL: return grad_global_avgpool(L);
+    case OP_UPSAMPLE: return grad_upsample(L);
+    case OP_CONCAT: case OP_CROP: case OP_PAD: return grad_movement(L);
+    case OP_ADD: case OP_MUL: return grad_add_mul(L);
+    case OP_BATCHNORM: case OP_INSTANCENORM: return grad_norm(L);
+    case OP_SOFTMAX: return grad_softmax(L);
+    case OP_SCALE: case OP_RELU: case OP_LEAKY_RELU: case OP_PRELU: case OP_ELU: case OP_SIGMOID: case OP_TANH:
+    case OP_DROPOUT:
+        return grad_pointwise(L, err, errlen);
+    case OP_CE: case OP_DICE: case OP_FOCAL:
+        if (L->n->at.grad_operand != 0) break;
+        return loss_common(L, true);
+    default: break;
+    }
+    snprintf(err, errlen, "%s: the gradient of %s (operand %d) has no lowering", L->n->name, op_table[f->op].name,
+             L->n->at.grad_operand);
+    return false;
+}

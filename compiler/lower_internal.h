@@ -1,0 +1,104 @@
+/* lower_internal.h — what lower.c (forward ops) and lower_grad.c (gradients,
+ * losses, optimizer updates) share: the lowering context and small builders
+ * of L3 expressions, buffers and loops.  Everything here is static inline. */
+#ifndef NETC_LOWER_INTERNAL_H
+#define NETC_LOWER_INTERNAL_H
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "graph.h"
+#include "l3.h"
+
+typedef struct {
+    L3Module *m;
+    L3Kernel *k;
+    const Graph *g;
+    const Node *n;
+    int index;            /* node index */
+    bool training;
+} Lo;
+
+static inline L3Expr *I(Lo *L, int64_t v) { return l3_int(L->m, v); }
+static inline L3Expr *F(Lo *L, double v) { return l3_float(L->m, v); }
+static inline L3Expr *add(Lo *L, L3Expr *a, L3Expr *b) { return l3_bin(L->m, L3_ADD, a, b); }
+static inline L3Expr *sub(Lo *L, L3Expr *a, L3Expr *b) { return l3_bin(L->m, L3_SUB, a, b); }
+static inline L3Expr *mul(Lo *L, L3Expr *a, L3Expr *b) { return l3_bin(L->m, L3_MUL, a, b); }
+static inline L3Expr *dv(Lo *L, L3Expr *a, L3Expr *b) { return l3_bin(L->m, L3_DIV, a, b); }
+static inline L3Expr *bin(Lo *L, L3Op op, L3Expr *a, L3Expr *b) { return l3_bin(L->m, op, a, b); }
+static inline L3Expr *V(Lo *L, int var) { return l3_varref(L->m, L->k, var); }
+
+static inline const Shape *tshape(Lo *L, int t) { return &L->g->tensors[t].shape; }
+static inline int64_t numel0(const Shape *s) { return s->rank == 0 ? 1 : shape_numel(s); }
+
+static inline int buf(Lo *L, int t, bool written, const char *name)
+{
+    const Tensor *te = &L->g->tensors[t];
+    return l3_buf(L->m, L->k, t, te->dtype == DT_I32 ? L3_I32 : L3_F32, numel0(&te->shape), written, name);
+}
+static inline int in_buf(Lo *L, int j)
+{
+    char nm[16];
+    snprintf(nm, sizeof nm, "x%d", j);
+    return buf(L, L->n->in[j], false, L->n->nin == 1 ? "x" : nm);
+}
+static inline int param_buf(Lo *L, int j, bool written)
+{
+    const Param *p = &L->g->params[L->n->params[j]];
+    const char *dot = strrchr(p->name, '.');
+    char nm[32];
+    snprintf(nm, sizeof nm, "%s", dot ? dot + 1 : "p");
+    for (char *c = nm; *c; c++) if (!isalnum((unsigned char)*c)) *c = '_';
+    return buf(L, p->tensor, written, nm);
+}
+static inline int out_buf(Lo *L) { return buf(L, L->n->out, true, "y"); }
+
+static inline L3Expr *load(Lo *L, int b, L3Expr *idx) { return l3_load(L->m, L->k, b, idx); }
+
+/* A loop over 0 .. extent into `in`; returns its body. */
+static inline L3Block *loop(Lo *L, L3Block *in, const char *name, int64_t extent, int *var, unsigned annot)
+{
+    *var = l3_var(L->m, L->k, name, L3_I64, true);
+    return &l3_for(L->m, in, *var, extent, annot)->body;
+}
+
+/* Row-major linear index of coordinates c[0..rank-1] in shape s. */
+static inline L3Expr *lin(Lo *L, const Shape *s, L3Expr *const *c)
+{
+    if (s->rank == 0) return I(L, 0);
+    L3Expr *e = c[0];
+    for (int i = 1; i < s->rank; i++) e = add(L, mul(L, e, I(L, s->d[i])), c[i]);
+    return e;
+}
+
+/* Loops over every element of shape s (rank 0: none); coordinates in c. */
+static inline L3Block *loops_over(Lo *L, L3Block *in, const Shape *s, L3Expr **c)
+{
+    static const char *nm[] = { "n", "c", "i", "j", "k" };
+    L3Block *b = in;
+    for (int i = 0; i < s->rank; i++) {
+        int v;
+        bool inner = i == s->rank - 1;
+        b = loop(L, b, i < 5 ? nm[i] : "a", s->d[i], &v, i == 0 ? L3_PARALLEL : inner ? L3_VECTORIZE : 0);
+        c[i] = V(L, v);
+    }
+    return b;
+}
+
+/* The index into a broadcast operand of shape `in` at output coordinates c. */
+static inline L3Expr *bcast_index(Lo *L, const Shape *in, const Shape *out, L3Expr *const *c)
+{
+    if (in->rank == 0) return I(L, 0);
+    L3Expr *cc[MAX_RANK] = { 0 };
+    for (int i = 0; i < in->rank; i++) cc[i] = in->d[i] == 1 && out->d[i] != 1 ? I(L, 0) : c[i];
+    return lin(L, in, cc);
+}
+
+
+/* gradients, losses and optimizer updates (lower_grad.c) */
+bool lower_grad_node(Lo *L, char *err, size_t errlen);
+bool lower_loss(Lo *L, char *err, size_t errlen);
+bool lower_update(Lo *L, char *err, size_t errlen);
+
+#endif
