@@ -129,8 +129,9 @@ static EffKind op_effective_kind(const Fuser *F, int i)
             return EK_ELEMWISE;
         }
         case EK_MOVEMENT:
-            /* crop <-> pad, concat -> slice; nearest upsample's gradient sums each block */
-            return fw->op == OP_UPSAMPLE ? EK_REDUCE : EK_MOVEMENT;
+            /* crop <-> pad, concat -> slice; nearest upsample's gradient sums each block,
+             * and reflect/replicate padding's gradient adds border values twice */
+            return fw->op == OP_UPSAMPLE || (fw->op == OP_PAD && fw->at.mode != 0) ? EK_REDUCE : EK_MOVEMENT;
         case EK_REDUCE: return EK_REDUCE;
         default: return EK_OPAQUE;
         }
@@ -301,6 +302,21 @@ static bool graph_valid(const Graph *g)
     return true;
 }
 
+/* Anchors whose lowering scatters (accumulates into its output, or writes
+ * it in passes) cannot apply an epilogue at a single store: the gradients
+ * of pools, upsampling, reflect/replicate padding and of the losses. */
+static bool scatter_anchor(const Graph *g, int i)
+{
+    const Node *n = &g->nodes[i];
+    if (n->op != OP_GRAD || n->at.grad_node < 0 || n->at.grad_node >= i) return false;
+    const Node *f = &g->nodes[n->at.grad_node];
+    switch (f->op) {
+    case OP_MAXPOOL: case OP_AVGPOOL: case OP_UPSAMPLE: case OP_CE: case OP_DICE: case OP_FOCAL: return true;
+    case OP_PAD: return f->at.mode != 0;
+    default: return false;
+    }
+}
+
 static void group_nodes(Fuser *F)
 {
     const Graph *g = F->g;
@@ -332,7 +348,7 @@ static void group_nodes(Fuser *F)
         }
         int nc = candidates(F, i, cand, 64);
         if (!r->joins) {
-            group_add(F, new_group(F, r->kernel, i, r->epilogue, NULL), i);
+            group_add(F, new_group(F, r->kernel, i, r->epilogue && !scatter_anchor(g, i), NULL), i);
             for (int k = 0; k < nc; k++) refuse(F, cand[k], i, anchor_refusal(F, i));
             continue;
         }
@@ -345,7 +361,7 @@ static void group_nodes(Fuser *F)
             if (!G->epilogue)
                 why[k] = G->kind == KK_UPDATE ? "producer is an optimizer update"
                        : G->kind == KK_COPY ? "producer is a materialized copy"
-                       : "producer's kernel takes no epilogue";
+                       : "producer's kernel takes no epilogue (a scatter gradient or an opaque op)";
             else if (!shape_equal(&g->tensors[n->out].shape, &g->tensors[g->nodes[p].out].shape))
                 why[k] = G->kind == KK_REDUCE ? "a reduction feeding a broadcast ends a kernel"
                                               : "consumer is broadcast against the producer";

@@ -83,6 +83,24 @@ L3Kernel *l3_kernel_new(L3Module *m, const char *name, const char *comment)
     return k;
 }
 
+/* Buffer and variable names share one C scope: keep them all distinct. */
+static bool name_taken(const L3Kernel *k, const char *name)
+{
+    for (int i = 0; i < k->nbufs; i++)
+        if (strcmp(k->bufs[i].name, name) == 0) return true;
+    for (int i = 0; i < k->nvars; i++)
+        if (strcmp(k->vars[i].name, name) == 0) return true;
+    return false;
+}
+
+static char *unique_name(const L3Kernel *k, const char *want)
+{
+    char nm[128];
+    snprintf(nm, sizeof nm, "%s", want);
+    for (int i = 1; name_taken(k, nm); i++) snprintf(nm, sizeof nm, "%s_%d", want, i);
+    return xstrdup(nm);
+}
+
 int l3_buf(L3Module *m, L3Kernel *k, int tensor, L3Type elem, int64_t numel, bool written, const char *name)
 {
     (void)m;
@@ -93,14 +111,7 @@ int l3_buf(L3Module *m, L3Kernel *k, int tensor, L3Type elem, int64_t numel, boo
         }
     GROW(k->bufs, k->nbufs, k->capbufs);
     L3Buf *b = &k->bufs[k->nbufs];
-    bool taken = false;
-    for (int i = 0; i < k->nbufs; i++) taken = taken || strcmp(k->bufs[i].name, name) == 0;
-    if (taken) {   /* unique parameter names: x, x_1, ... */
-        char nm[96];
-        snprintf(nm, sizeof nm, "%s_%d", name, k->nbufs);
-        b->name = xstrdup(nm);
-    } else
-        b->name = xstrdup(name);
+    b->name = unique_name(k, name);   /* x, x_1, ... */
     b->tensor = tensor;
     b->elem = elem;
     b->numel = numel;
@@ -114,8 +125,8 @@ int l3_var(L3Module *m, L3Kernel *k, const char *name, L3Type type, bool is_loop
     GROW(k->vars, k->nvars, k->capvars);
     L3Var *v = &k->vars[k->nvars];
     char buf[64];
-    snprintf(buf, sizeof buf, "%s%d", name, k->nvars);   /* unique */
-    v->name = xstrdup(buf);
+    snprintf(buf, sizeof buf, "%s%d", name, k->nvars);
+    v->name = unique_name(k, buf);
     v->type = type;
     v->is_loop = is_loop;
     return k->nvars++;

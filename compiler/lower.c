@@ -23,41 +23,282 @@
 
 #include "lower_internal.h"
 
-/* ---- pointwise ops ----------------------------------------------------------------------------- */
+/* ---- values and results (fusion) ---------------------------------------------------------------- */
 
-static L3Expr *gt0(Lo *L, L3Expr *x) { return bin(L, L3_LT, F(L, 0), x); }
+static L3Expr *node_expr(Lo *L, int p, L3Expr *const *c);
+
+static const char *short_name(const char *name, char *buf, size_t n)
+{
+    const char *dot = strrchr(name, '.');
+    snprintf(buf, n, "%s", dot ? dot + 1 : name);
+    for (char *q = buf; *q; q++) if (!isalnum((unsigned char)*q)) *q = '_';
+    if (!isalpha((unsigned char)buf[0])) snprintf(buf, n, "t");
+    return buf;
+}
+
+static int tbuf(Lo *L, int t, bool written)
+{
+    char nm[48];
+    return buf(L, t, written, short_name(L->g->tensors[t].name, nm, sizeof nm));
+}
+
+L3Expr *val(Lo *L, int t, L3Expr *const *c)
+{
+    const Tensor *te = &L->g->tensors[t];
+    if (L->fp) {
+        if (L->ovr && t == L->n->out) return L->ovr;
+        int p = te->producer;
+        if (p >= 0 && L->in_kern[p] && p != L->index) return node_expr(L, p, c);
+    }
+    return load(L, tbuf(L, t, false), lin(L, &te->shape, c));
+}
+
+/* Coordinates of a flat index (only needed when a flat-indexed read meets
+ * a value computed inside the kernel). */
+static void unflatten(Lo *L, const Shape *s, L3Expr *flat, L3Expr **c)
+{
+    int64_t stride = 1;
+    for (int i = s->rank - 1; i >= 0; i--) {
+        c[i] = bin(L, L3_MOD, dv(L, flat, I(L, stride)), I(L, s->d[i]));
+        stride *= s->d[i];
+    }
+}
+
+L3Expr *valf(Lo *L, int t, L3Expr *flat)
+{
+    const Tensor *te = &L->g->tensors[t];
+    bool inside = L->fp && ((L->ovr && t == L->n->out) ||
+                            (te->producer >= 0 && L->in_kern[te->producer] && te->producer != L->index));
+    if (!inside) return load(L, tbuf(L, t, false), flat);
+    L3Expr *c[MAX_RANK];
+    unflatten(L, &te->shape, flat, c);
+    return val(L, t, c);
+}
+
+void emit(Lo *L, L3Block *b, L3Expr *const *c, L3Expr *v)
+{
+    int out = L->n->out;
+    const Shape *os = tshape(L, out);
+    if (!L->fp) {
+        l3_store(L->m, b, out_buf(L), lin(L, os, c), v, false);
+        return;
+    }
+    int r = l3_var(L->m, L->k, "r", L3_F32, false);
+    l3_local(L->m, b, r, v);
+    L->ovr = l3_varref(L->m, L->k, r);
+    for (int i = 0; i < L->kern->nouts; i++) {
+        int t = L->kern->outs[i], p = L->g->tensors[t].producer;
+        if (p < 0 || !L->in_kern[p] || !shape_equal(&L->g->tensors[t].shape, os)) continue;
+        if (p != L->index && L->fp->inlined && L->fp->inlined[p]) continue;
+        l3_store(L->m, b, tbuf(L, t, true), lin(L, os, c), val(L, t, c), false);
+    }
+    L->ovr = NULL;
+}
+
+void emitf(Lo *L, L3Block *b, L3Expr *flat, L3Expr *v)
+{
+    if (!L->fp) {
+        l3_store(L->m, b, out_buf(L), flat, v, false);
+        return;
+    }
+    L3Expr *c[MAX_RANK];
+    unflatten(L, tshape(L, L->n->out), flat, c);
+    emit(L, b, c, v);
+}
+
+/* The value of node p's output at coordinates c, as an expression: the
+ * nodes a kernel computes besides its anchor (epilogue chains and inlined
+ * movement ops).  Every load stays in bounds whichever way a select goes
+ * (backends may evaluate both sides). */
+static L3Expr *clampi(Lo *L, L3Expr *e, int64_t hi) { return bin(L, L3_MIN, bin(L, L3_MAX, e, I(L, 0)), I(L, hi - 1)); }
+
+static L3Expr *pointwise_value(Lo *L, const Node *n, L3Expr *x, L3Expr *const *c, const Shape *os)
+{
+    const OpAttrs *at = &n->at;
+    switch (n->op) {
+    case OP_SCALE: return mul(L, x, F(L, at->factor));
+    case OP_RELU: return l3_select(L->m, bin(L, L3_LT, F(L, 0), x), x, F(L, 0));
+    case OP_LEAKY_RELU: return l3_select(L->m, bin(L, L3_LE, F(L, 0), x), x, mul(L, x, F(L, at->slope)));
+    case OP_PRELU: {
+        const Param *pw = &L->g->params[n->params[0]];
+        L3Expr *a = load(L, buf(L, pw->tensor, false, "prelu_weight"), at->shared || os->rank < 2 ? I(L, 0) : c[1]);
+        return l3_select(L->m, bin(L, L3_LE, F(L, 0), x), x, mul(L, a, x));
+    }
+    case OP_ELU: return l3_select(L->m, bin(L, L3_LT, F(L, 0), x), x, mul(L, F(L, at->alpha), l3_un(L->m, L3_EXPM1, x)));
+    case OP_SIGMOID: return dv(L, F(L, 1), add(L, F(L, 1), l3_un(L->m, L3_EXP, l3_un(L->m, L3_NEG, x))));
+    case OP_TANH: return l3_un(L->m, L3_TANH, x);
+    case OP_DROPOUT: return x;   /* inference only (training dropout is refused by the lowering) */
+    default: return NULL;
+    }
+}
+
+static L3Expr *node_expr(Lo *L, int p, L3Expr *const *c)
+{
+    const Node *n = &L->g->nodes[p];
+    const OpAttrs *at = &n->at;
+    const Shape *os = tshape(L, n->out);
+    L3Expr *cc[MAX_RANK];
+    for (int i = 0; i < os->rank; i++) cc[i] = c[i];
+    switch (n->op) {
+    case OP_ONES: return F(L, 1);
+    case OP_ADD: case OP_MUL: {
+        L3Expr *r = NULL;
+        for (int j = 0; j < n->nin; j++) {
+            const Shape *js = tshape(L, n->in[j]);
+            L3Expr *jc[MAX_RANK];
+            for (int i = 0; i < js->rank; i++) jc[i] = js->d[i] == 1 && os->d[i] != 1 ? I(L, 0) : c[i];
+            L3Expr *v = val(L, n->in[j], jc);
+            r = r ? bin(L, n->op == OP_ADD ? L3_ADD : L3_MUL, r, v) : v;
+        }
+        return r;
+    }
+    case OP_BATCHNORM: {   /* inference: the running statistics, folded to scale and shift */
+        int j = 0;
+        const Graph *g = L->g;
+        L3Expr *ch = c[1];
+        L3Expr *w = at->affine ? load(L, buf(L, g->params[n->params[j++]].tensor, false, "bn_weight"), ch) : F(L, 1);
+        L3Expr *b = at->affine ? load(L, buf(L, g->params[n->params[j++]].tensor, false, "bn_bias"), ch) : F(L, 0);
+        L3Expr *rm = load(L, buf(L, g->params[n->params[j++]].tensor, false, "running_mean"), ch);
+        L3Expr *rv = load(L, buf(L, g->params[n->params[j]].tensor, false, "running_var"), ch);
+        L3Expr *sc = dv(L, w, l3_un(L->m, L3_SQRT, add(L, rv, F(L, at->eps))));
+        return l3_fma(L->m, val(L, n->in[0], c), sc, sub(L, b, mul(L, rm, sc)));
+    }
+    case OP_CONCAT: {
+        L3Expr *r = NULL;
+        int64_t c0 = tshape(L, n->out)->d[1];
+        for (int j = n->nin - 1; j >= 0; j--) {
+            const Shape *js = tshape(L, n->in[j]);
+            c0 -= js->d[1];
+            cc[1] = clampi(L, sub(L, c[1], I(L, c0)), js->d[1]);
+            L3Expr *v = val(L, n->in[j], cc);
+            r = r ? l3_select(L->m, bin(L, L3_LT, c[1], I(L, c0 + js->d[1])), v, r) : v;
+        }
+        return r;
+    }
+    case OP_CROP:
+        for (int i = 2; i < os->rank; i++) cc[i] = add(L, c[i], I(L, at->pad.lo[i - 2]));
+        return val(L, n->in[0], cc);
+    case OP_PAD: {
+        const Shape *is = tshape(L, n->in[0]);
+        L3Expr *inside = NULL;
+        for (int i = 2; i < os->rank; i++) {
+            int64_t len = is->d[i];
+            L3Expr *q = sub(L, c[i], I(L, at->pad.lo[i - 2]));
+            if (at->mode == 0) {
+                L3Expr *ok = bin(L, L3_AND, bin(L, L3_LE, I(L, 0), q), bin(L, L3_LT, q, I(L, len)));
+                inside = inside ? bin(L, L3_AND, inside, ok) : ok;
+                cc[i] = clampi(L, q, len);
+            } else if (at->mode == 2)
+                cc[i] = clampi(L, q, len);
+            else
+                cc[i] = l3_select(L->m, bin(L, L3_LT, q, I(L, 0)), l3_un(L->m, L3_NEG, q),
+                                  l3_select(L->m, bin(L, L3_LT, q, I(L, len)), q, sub(L, I(L, 2 * (len - 1)), q)));
+        }
+        L3Expr *v = val(L, n->in[0], cc);
+        return inside ? l3_select(L->m, inside, v, F(L, at->value)) : v;
+    }
+    case OP_UPSAMPLE: {   /* nearest (linear is a kernel of its own) */
+        const Shape *is = tshape(L, n->in[0]);
+        for (int i = 2; i < os->rank; i++)
+            cc[i] = bin(L, L3_MIN, dv(L, mul(L, c[i], I(L, is->d[i])), I(L, os->d[i])), I(L, is->d[i] - 1));
+        return val(L, n->in[0], cc);
+    }
+    case OP_GRAD: {
+        const Node *f = &L->g->nodes[at->grad_node];
+        int k = at->grad_operand;
+        L3Expr *dy = NULL;
+        switch (f->op) {
+        case OP_CONCAT: {   /* a slice of dy */
+            int64_t c0 = 0;
+            for (int j = 0; j < k; j++) c0 += tshape(L, f->in[j])->d[1];
+            cc[1] = add(L, c[1], I(L, c0));
+            return val(L, n->in[0], cc);
+        }
+        case OP_CROP: {     /* dy padded back */
+            const Shape *ys = tshape(L, f->out);
+            L3Expr *inside = NULL;
+            for (int i = 2; i < os->rank; i++) {
+                L3Expr *q = sub(L, c[i], I(L, f->at.pad.lo[i - 2]));
+                L3Expr *ok = bin(L, L3_AND, bin(L, L3_LE, I(L, 0), q), bin(L, L3_LT, q, I(L, ys->d[i])));
+                inside = inside ? bin(L, L3_AND, inside, ok) : ok;
+                cc[i] = clampi(L, q, ys->d[i]);
+            }
+            L3Expr *v = val(L, n->in[0], cc);
+            return inside ? l3_select(L->m, inside, v, F(L, 0)) : v;
+        }
+        case OP_PAD:        /* zero padding: dy cropped */
+            for (int i = 2; i < os->rank; i++) cc[i] = add(L, c[i], I(L, f->at.pad.lo[i - 2]));
+            return val(L, n->in[0], cc);
+        case OP_ADD: case OP_MUL: {   /* same shape as dy (a broadcast operand is a reduction kernel) */
+            L3Expr *r = val(L, n->in[0], c);
+            if (f->op == OP_MUL)
+                for (int j = 0; j < f->nin; j++) {
+                    if (j == k) continue;
+                    const Shape *js = tshape(L, f->in[j]);
+                    L3Expr *jc[MAX_RANK];
+                    for (int i = 0; i < js->rank; i++) jc[i] = js->d[i] == 1 && os->d[i] != 1 ? I(L, 0) : c[i];
+                    r = mul(L, r, val(L, n->in[1 + j], jc));
+                }
+            return r;
+        }
+        default: break;
+        }
+        if (k != 0) return NULL;
+        dy = val(L, n->in[0], c);
+        L3Expr *x = val(L, n->in[1], c);
+        switch (f->op) {
+        case OP_SCALE: return mul(L, dy, F(L, f->at.factor));
+        case OP_RELU: return l3_select(L->m, bin(L, L3_LT, F(L, 0), x), dy, F(L, 0));
+        case OP_LEAKY_RELU: return l3_select(L->m, bin(L, L3_LE, F(L, 0), x), dy, mul(L, dy, F(L, f->at.slope)));
+        case OP_PRELU: {
+            L3Expr *a = load(L, buf(L, n->in[1 + f->nin], false, "prelu_weight"),
+                             f->at.shared || os->rank < 2 ? I(L, 0) : c[1]);
+            return l3_select(L->m, bin(L, L3_LE, F(L, 0), x), dy, mul(L, a, dy));
+        }
+        case OP_ELU:
+            return l3_select(L->m, bin(L, L3_LT, F(L, 0), x), dy, mul(L, dy, mul(L, F(L, f->at.alpha), l3_un(L->m, L3_EXP, x))));
+        case OP_SIGMOID: {
+            L3Expr *sg = dv(L, F(L, 1), add(L, F(L, 1), l3_un(L->m, L3_EXP, l3_un(L->m, L3_NEG, x))));
+            return mul(L, dy, mul(L, sg, sub(L, F(L, 1), sg)));
+        }
+        case OP_TANH: {
+            L3Expr *t = l3_un(L->m, L3_TANH, x);
+            return mul(L, dy, sub(L, F(L, 1), mul(L, t, t)));
+        }
+        case OP_DROPOUT: return dy;
+        default: return NULL;
+        }
+    }
+    default: {
+        if (n->nin < 1) return NULL;
+        const Shape *is = tshape(L, n->in[0]);
+        L3Expr *jc[MAX_RANK];
+        for (int i = 0; i < is->rank; i++) jc[i] = is->d[i] == 1 && os->d[i] != 1 ? I(L, 0) : c[i];
+        return pointwise_value(L, n, val(L, n->in[0], jc), c, os);
+    }
+    }
+}
+
+/* ---- pointwise ops ----------------------------------------------------------------------------- */
 
 static bool lower_pointwise(Lo *L, char *err, size_t errlen)
 {
     const Node *n = L->n;
-    const OpAttrs *at = &n->at;
     const Shape *os = tshape(L, n->out);
     L3Expr *c[MAX_RANK];
-    int y = out_buf(L);
-    int xs[64];
-    for (int j = 0; j < n->nin && j < 64; j++) xs[j] = in_buf(L, j);
-    int pw = n->op == OP_PRELU ? param_buf(L, 0, false) : -1;
     L3Block *b = loops_over(L, &L->k->body, os, c);
-    L3Expr *x = n->nin > 0 ? load(L, xs[0], bcast_index(L, tshape(L, n->in[0]), os, c)) : NULL;
+    L3Expr *x = n->nin > 0 ? val(L, n->in[0], bcoords(L, tshape(L, n->in[0]), os, c)) : NULL;
     L3Expr *r = NULL;
     switch (n->op) {
     case OP_ADD:
     case OP_MUL:
         r = x;
         for (int j = 1; j < n->nin; j++)
-            r = bin(L, n->op == OP_ADD ? L3_ADD : L3_MUL, r, load(L, xs[j], bcast_index(L, tshape(L, n->in[j]), os, c)));
+            r = bin(L, n->op == OP_ADD ? L3_ADD : L3_MUL, r, val(L, n->in[j], bcoords(L, tshape(L, n->in[j]), os, c)));
         break;
-    case OP_SCALE: r = mul(L, x, F(L, at->factor)); break;
-    case OP_RELU: r = l3_select(L->m, gt0(L, x), x, F(L, 0)); break;
-    case OP_LEAKY_RELU: r = l3_select(L->m, bin(L, L3_LE, F(L, 0), x), x, mul(L, x, F(L, at->slope))); break;
-    case OP_PRELU: {
-        L3Expr *a = load(L, pw, at->shared || os->rank < 2 ? I(L, 0) : c[1]);
-        r = l3_select(L->m, bin(L, L3_LE, F(L, 0), x), x, mul(L, a, x));
+    case OP_BATCHNORM:   /* inference, as an elementwise kernel of its own */
+        r = node_expr(L, L->index, c);
         break;
-    }
-    case OP_ELU: r = l3_select(L->m, gt0(L, x), x, mul(L, F(L, at->alpha), l3_un(L->m, L3_EXPM1, x))); break;
-    case OP_SIGMOID: r = dv(L, F(L, 1), add(L, F(L, 1), l3_un(L->m, L3_EXP, l3_un(L->m, L3_NEG, x)))); break;
-    case OP_TANH: r = l3_un(L->m, L3_TANH, x); break;
     case OP_DROPOUT:
         if (L->training) {
             snprintf(err, errlen, "%s: dropout in training is not lowered yet (its random stream)", n->name);
@@ -65,11 +306,14 @@ static bool lower_pointwise(Lo *L, char *err, size_t errlen)
         }
         r = x;
         break;
+    case OP_SCALE: case OP_RELU: case OP_LEAKY_RELU: case OP_PRELU: case OP_ELU: case OP_SIGMOID: case OP_TANH:
+        r = pointwise_value(L, n, x, c, os);
+        break;
     default:
         snprintf(err, errlen, "%s: no pointwise lowering for %s", n->name, op_table[n->op].name);
         return false;
     }
-    l3_store(L->m, b, y, lin(L, os, c), r, false);
+    emit(L, b, c, r);
     return true;
 }
 
@@ -78,17 +322,15 @@ static bool lower_pointwise(Lo *L, char *err, size_t errlen)
 static bool lower_concat(Lo *L)
 {
     const Shape *os = tshape(L, L->n->out);
-    int y = out_buf(L);
     int64_t c0 = 0;
     for (int j = 0; j < L->n->nin; j++) {
         const Shape *is = tshape(L, L->n->in[j]);
-        int x = in_buf(L, j);
         L3Expr *c[MAX_RANK];
         L3Block *b = loops_over(L, &L->k->body, is, c);
         L3Expr *oc[MAX_RANK];
         for (int i = 0; i < os->rank; i++) oc[i] = c[i];
         oc[1] = add(L, c[1], I(L, c0));
-        l3_store(L->m, b, y, lin(L, os, oc), load(L, x, lin(L, is, c)), false);
+        emit(L, b, oc, val(L, L->n->in[j], c));
         c0 += is->d[1];
     }
     return true;
@@ -96,12 +338,11 @@ static bool lower_concat(Lo *L)
 
 static bool lower_crop(Lo *L)
 {
-    const Shape *os = tshape(L, L->n->out), *is = tshape(L, L->n->in[0]);
-    int y = out_buf(L), x = in_buf(L, 0);
+    const Shape *os = tshape(L, L->n->out);
     L3Expr *c[MAX_RANK], *ic[MAX_RANK];
     L3Block *b = loops_over(L, &L->k->body, os, c);
     for (int i = 0; i < os->rank; i++) ic[i] = i < 2 ? c[i] : add(L, c[i], I(L, L->n->at.pad.lo[i - 2]));
-    l3_store(L->m, b, y, lin(L, os, c), load(L, x, lin(L, is, ic)), false);
+    emit(L, b, c, val(L, L->n->in[0], ic));
     return true;
 }
 
@@ -110,7 +351,6 @@ static bool lower_pad(Lo *L)
 {
     const OpAttrs *at = &L->n->at;
     const Shape *os = tshape(L, L->n->out), *is = tshape(L, L->n->in[0]);
-    int y = out_buf(L), x = in_buf(L, 0);
     L3Expr *c[MAX_RANK], *ic[MAX_RANK];
     L3Block *b = loops_over(L, &L->k->body, os, c);
     L3Expr *inside = NULL;
@@ -129,9 +369,9 @@ static bool lower_pad(Lo *L)
                               l3_select(L->m, bin(L, L3_LT, s, I(L, nlen)), s, sub(L, I(L, 2 * (nlen - 1)), s)));
         }
     }
-    L3Expr *v = load(L, x, lin(L, is, ic));
+    L3Expr *v = val(L, L->n->in[0], ic);
     if (inside) v = l3_select(L->m, inside, v, F(L, at->value));
-    l3_store(L->m, b, y, lin(L, os, c), v, false);
+    emit(L, b, c, v);
     return true;
 }
 
@@ -142,7 +382,7 @@ static bool lower_conv(Lo *L)
     const OpAttrs *at = &L->n->at;
     const Shape *os = tshape(L, L->n->out), *is = tshape(L, L->n->in[0]);
     int sr = os->rank - 2;
-    int y = out_buf(L), x = in_buf(L, 0), w = param_buf(L, 0, false), bb = at->bias ? param_buf(L, 1, false) : -1;
+    int w = param_buf(L, 0, false), bb = at->bias ? param_buf(L, 1, false) : -1;
     int64_t G = at->groups > 0 ? at->groups : 1, cpg = is->d[1] / G, opg = os->d[1] / G;
     L3Expr *c[MAX_RANK];
     L3Block *b = loops_over(L, &L->k->body, os, c);
@@ -177,8 +417,8 @@ static bool lower_conv(Lo *L)
     wc[0] = c[1];
     wc[1] = V(L, ci);
     for (int i = 0; i < sr; i++) wc[2 + i] = t[i];
-    l3_assign(L->m, body, acc, l3_fma(L->m, load(L, x, lin(L, is, ic)), load(L, w, lin(L, &ws, wc)), V(L, acc)));
-    l3_store(L->m, b, y, lin(L, os, c), V(L, acc), false);
+    l3_assign(L->m, body, acc, l3_fma(L->m, val(L, L->n->in[0], ic), load(L, w, lin(L, &ws, wc)), V(L, acc)));
+    emit(L, b, c, V(L, acc));
     return true;
 }
 
@@ -189,7 +429,7 @@ static bool lower_upconv(Lo *L)
     const OpAttrs *at = &L->n->at;
     const Shape *os = tshape(L, L->n->out), *is = tshape(L, L->n->in[0]);
     int sr = os->rank - 2;
-    int y = out_buf(L), x = in_buf(L, 0), w = param_buf(L, 0, false), bb = at->bias ? param_buf(L, 1, false) : -1;
+    int w = param_buf(L, 0, false), bb = at->bias ? param_buf(L, 1, false) : -1;
     int64_t G = at->groups > 0 ? at->groups : 1, cpg = is->d[1] / G, opg = os->d[1] / G;
     L3Expr *c[MAX_RANK];
     L3Block *b = loops_over(L, &L->k->body, os, c);
@@ -220,8 +460,8 @@ static bool lower_upconv(Lo *L)
     wc[0] = ic[1];
     wc[1] = sub(L, c[1], mul(L, grp, I(L, opg)));
     for (int i = 0; i < sr; i++) wc[2 + i] = t[i];
-    l3_assign(L->m, body, acc, l3_fma(L->m, load(L, x, lin(L, is, ic)), load(L, w, lin(L, &ws, wc)), V(L, acc)));
-    l3_store(L->m, b, y, lin(L, os, c), V(L, acc), false);
+    l3_assign(L->m, body, acc, l3_fma(L->m, val(L, L->n->in[0], ic), load(L, w, lin(L, &ws, wc)), V(L, acc)));
+    emit(L, b, c, V(L, acc));
     return true;
 }
 
@@ -234,7 +474,6 @@ static bool lower_pool(Lo *L, bool is_max)
     const OpAttrs *at = &L->n->at;
     const Shape *os = tshape(L, L->n->out), *is = tshape(L, L->n->in[0]);
     int sr = os->rank - 2;
-    int y = out_buf(L), x = in_buf(L, 0);
     L3Expr *c[MAX_RANK];
     L3Block *b = loops_over(L, &L->k->body, os, c);
     int acc = l3_var(L->m, L->k, is_max ? "m" : "sum", L3_F32, false);
@@ -266,7 +505,7 @@ static bool lower_pool(Lo *L, bool is_max)
         body = &l3_if(L->m, body, bin(L, L3_LT, p, V(L, evs[i])))->body;
         ic[2 + i] = p;
     }
-    L3Expr *v = load(L, x, lin(L, is, ic));
+    L3Expr *v = val(L, L->n->in[0], ic);
     if (is_max)   /* NaN propagates, as in the reference */
         l3_assign(L->m, body, acc, l3_select(L->m, bin(L, L3_OR, bin(L, L3_LT, V(L, acc), v), bin(L, L3_NE, v, v)),
                                              l3_select(L->m, bin(L, L3_NE, V(L, acc), V(L, acc)), V(L, acc), v), V(L, acc)));
@@ -274,7 +513,7 @@ static bool lower_pool(Lo *L, bool is_max)
         l3_assign(L->m, body, acc, add(L, V(L, acc), v));
     L3Expr *r = V(L, acc);
     if (!is_max) r = dv(L, r, l3_cast(L->m, L3_F32, at->count_pad ? padded : cnt));
-    l3_store(L->m, b, y, lin(L, os, c), r, false);
+    emit(L, b, c, r);
     return true;
 }
 
@@ -282,15 +521,14 @@ static bool lower_global_avgpool(Lo *L)
 {
     const Shape *is = tshape(L, L->n->in[0]);
     int64_t sp = numel0(is) / (is->d[0] * is->d[1]);
-    int y = out_buf(L), x = in_buf(L, 0);
     int nc;
     L3Block *b = loop(L, &L->k->body, "nc", is->d[0] * is->d[1], &nc, L3_PARALLEL);
     int acc = l3_var(L->m, L->k, "sum", L3_F32, false);
     l3_local(L->m, b, acc, F(L, 0));
     int i;
     L3Block *body = loop(L, b, "i", sp, &i, L3_VECTORIZE);
-    l3_assign(L->m, body, acc, add(L, V(L, acc), load(L, x, add(L, mul(L, V(L, nc), I(L, sp)), V(L, i)))));
-    l3_store(L->m, b, y, V(L, nc), dv(L, V(L, acc), F(L, (double)sp)), false);
+    l3_assign(L->m, body, acc, add(L, V(L, acc), valf(L, L->n->in[0], add(L, mul(L, V(L, nc), I(L, sp)), V(L, i)))));
+    emitf(L, b, V(L, nc), dv(L, V(L, acc), F(L, (double)sp)));
     return true;
 }
 
@@ -301,7 +539,6 @@ static bool lower_upsample(Lo *L)
     const OpAttrs *at = &L->n->at;
     const Shape *os = tshape(L, L->n->out), *is = tshape(L, L->n->in[0]);
     int sr = os->rank - 2;
-    int y = out_buf(L), x = in_buf(L, 0);
     L3Expr *c[MAX_RANK];
     L3Block *b = loops_over(L, &L->k->body, os, c);
     if (at->mode != 1) {
@@ -310,7 +547,7 @@ static bool lower_upsample(Lo *L)
         ic[1] = c[1];
         for (int i = 0; i < sr; i++)
             ic[2 + i] = bin(L, L3_MIN, dv(L, mul(L, c[2 + i], I(L, is->d[2 + i])), I(L, os->d[2 + i])), I(L, is->d[2 + i] - 1));
-        l3_store(L->m, b, y, lin(L, os, c), load(L, x, lin(L, is, ic)), false);
+        emit(L, b, c, val(L, L->n->in[0], ic));
         return true;
     }
     L3Expr *i0[MAX_SPATIAL], *i1[MAX_SPATIAL], *l1[MAX_SPATIAL];
@@ -338,10 +575,10 @@ static bool lower_upsample(Lo *L)
             L3Expr *f = hi ? l1[i] : sub(L, F(L, 1), l1[i]);
             wt = wt ? mul(L, wt, f) : f;
         }
-        L3Expr *term = mul(L, wt, load(L, x, lin(L, is, ic)));
+        L3Expr *term = mul(L, wt, val(L, L->n->in[0], ic));
         acc = acc ? add(L, acc, term) : term;
     }
-    l3_store(L->m, b, y, lin(L, os, c), acc, false);
+    emit(L, b, c, acc);
     return true;
 }
 
@@ -354,7 +591,6 @@ static bool lower_norm(Lo *L, bool batch)
     const OpAttrs *at = &L->n->at;
     const Shape *is = tshape(L, L->n->in[0]);
     int64_t N = is->d[0], C = is->d[1], sp = numel0(is) / (N * C);
-    int y = out_buf(L), x = in_buf(L, 0);
     int j = 0, w = -1, bb = -1;
     if (at->affine) { w = param_buf(L, j++, false); bb = param_buf(L, j++, false); }
     bool stats = !batch || L->training;
@@ -375,13 +611,13 @@ static bool lower_norm(Lo *L, bool batch)
         int nn = nv;
         if (batch) sb = loop(L, outer, "n", N, &nn, 0);
         L3Block *ib = loop(L, sb, "i", sp, &iv, L3_VECTORIZE);
-        l3_assign(L->m, ib, mean, add(L, V(L, mean), load(L, x, BASE(V(L, nn)))));
+        l3_assign(L->m, ib, mean, add(L, V(L, mean), valf(L, L->n->in[0], BASE(V(L, nn)))));
         l3_assign(L->m, outer, mean, dv(L, V(L, mean), F(L, (double)count)));
         l3_local(L->m, outer, var, F(L, 0));
         sb = outer;
         if (batch) sb = loop(L, outer, "n", N, &nn, 0);
         ib = loop(L, sb, "i", sp, &iv, L3_VECTORIZE);
-        L3Expr *d = sub(L, load(L, x, BASE(V(L, nn))), V(L, mean));
+        L3Expr *d = sub(L, valf(L, L->n->in[0], BASE(V(L, nn))), V(L, mean));
         l3_assign(L->m, ib, var, l3_fma(L->m, d, d, V(L, var)));
         l3_assign(L->m, outer, var, dv(L, V(L, var), F(L, (double)count)));
         if (batch) {
@@ -404,7 +640,7 @@ static bool lower_norm(Lo *L, bool batch)
     int nn = nv;
     if (batch) ab = loop(L, outer, "n", N, &nn, 0);
     ab = loop(L, ab, "i", sp, &iv, L3_VECTORIZE);
-    l3_store(L->m, ab, y, BASE(V(L, nn)), l3_fma(L->m, load(L, x, BASE(V(L, nn))), V(L, sc), V(L, sh)), false);
+    emitf(L, ab, BASE(V(L, nn)), l3_fma(L->m, valf(L, L->n->in[0], BASE(V(L, nn))), V(L, sc), V(L, sh)));
     #undef BASE
     return true;
 }
@@ -413,7 +649,7 @@ static bool lower_softmax(Lo *L)
 {
     const Shape *is = tshape(L, L->n->in[0]);
     int64_t N = is->d[0], C = is->d[1], sp = numel0(is) / (N * C);
-    int y = out_buf(L), x = in_buf(L, 0);
+    int x = L->n->in[0];
     int nv, pv, cv;
     L3Block *b = loop(L, &L->k->body, "n", N, &nv, L3_PARALLEL);
     b = loop(L, b, "p", sp, &pv, L3_VECTORIZE);
@@ -421,12 +657,12 @@ static bool lower_softmax(Lo *L)
     int m = l3_var(L->m, L->k, "m", L3_F32, false), s = l3_var(L->m, L->k, "sum", L3_F32, false);
     l3_local(L->m, b, m, F(L, -INFINITY));
     L3Block *cb = loop(L, b, "c", C, &cv, 0);
-    l3_assign(L->m, cb, m, bin(L, L3_MAX, V(L, m), load(L, x, AT(V(L, cv)))));
+    l3_assign(L->m, cb, m, bin(L, L3_MAX, V(L, m), valf(L, x, AT(V(L, cv)))));
     l3_local(L->m, b, s, F(L, 0));
     cb = loop(L, b, "c", C, &cv, 0);
-    l3_assign(L->m, cb, s, add(L, V(L, s), l3_un(L->m, L3_EXP, sub(L, load(L, x, AT(V(L, cv))), V(L, m)))));
+    l3_assign(L->m, cb, s, add(L, V(L, s), l3_un(L->m, L3_EXP, sub(L, valf(L, x, AT(V(L, cv))), V(L, m)))));
     cb = loop(L, b, "c", C, &cv, 0);
-    l3_store(L->m, cb, y, AT(V(L, cv)), dv(L, l3_un(L->m, L3_EXP, sub(L, load(L, x, AT(V(L, cv))), V(L, m))), V(L, s)), false);
+    emitf(L, cb, AT(V(L, cv)), dv(L, l3_un(L->m, L3_EXP, sub(L, valf(L, x, AT(V(L, cv))), V(L, m))), V(L, s)));
     #undef AT
     return true;
 }
@@ -456,9 +692,9 @@ static bool lower_node(Lo *L, char *err, size_t errlen)
     case OP_SGD_UPDATE: case OP_ADAM_UPDATE: return lower_update(L, err, errlen);
     case OP_ONES: {
         const Shape *os = tshape(L, L->n->out);
-        int y = out_buf(L), v;
+        int v;
         L3Block *b = loop(L, &L->k->body, "i", numel0(os), &v, 0);
-        l3_store(L->m, b, y, V(L, v), F(L, 1), false);
+        emitf(L, b, V(L, v), F(L, 1));
         return true;
     }
     default:
@@ -488,12 +724,63 @@ L3Module *lower_graph(const Graph *g, bool training, char *err, size_t errlen)
         char comment[256];
         snprintf(comment, sizeof comment, "%s: %s", g->nodes[i].name, op_table[g->nodes[i].op].name);
         L3Kernel *k = l3_kernel_new(m, kn, comment);
-        Lo L = { m, k, g, &g->nodes[i], i, training };
+        Lo L = { m, k, g, &g->nodes[i], i, training, NULL, NULL, NULL, NULL };
         if (!lower_node(&L, err, errlen)) {
             l3_module_free(m);
             return NULL;
         }
         l3_entry_call(e, m->nkernels - 1);
     }
+    return m;
+}
+
+/* One L3 kernel per kernel of the fusion plan: the anchor's loop nest, its
+ * epilogue applied where the anchor stores, movement ops read through as
+ * index arithmetic; horizontal (update) kernels run their nodes one after
+ * another. */
+L3Module *lower_graph_fused(const Graph *g, const FusionPlan *fp, bool training, char *err, size_t errlen)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%s for protocol %s", g->net_name ? g->net_name : "net",
+             g->protocol_name ? g->protocol_name : "?");
+    L3Module *m = l3_module_new(name, g->ntensors);
+    L3Entry *e = l3_entry_new(m, training ? "netc_train_forward" : "netc_forward");
+    bool *in_kern = calloc((size_t)(g->nnodes > 0 ? g->nnodes : 1), sizeof *in_kern);
+    if (!in_kern) {
+        snprintf(err, errlen, "out of memory");
+        l3_module_free(m);
+        return NULL;
+    }
+    for (int ki = 0; ki < fp->nkernels; ki++) {
+        const Kernel *K = &fp->kernels[ki];
+        char kn[160], id[128], comment[1024];
+        c_ident(id, sizeof id, g->nodes[K->anchor].name);
+        snprintf(kn, sizeof kn, "k%d_%s", ki, id);
+        size_t used = (size_t)snprintf(comment, sizeof comment, "%s kernel:", kernel_kind_name(K->kind));
+        for (int j = 0; j < K->nnodes && used < sizeof comment - 64; j++)
+            used += (size_t)snprintf(comment + used, sizeof comment - used, " %s%s", g->nodes[K->nodes[j]].name,
+                                     fp->inlined && fp->inlined[K->nodes[j]] ? " (inlined)" : "");
+        if (used >= sizeof comment - 64) snprintf(comment + sizeof comment - 8, 8, " ...");
+        L3Kernel *k = l3_kernel_new(m, kn, comment);
+        for (int j = 0; j < K->nnodes; j++) in_kern[K->nodes[j]] = true;
+        bool ok = true;
+        if (K->kind == KK_UPDATE) {
+            for (int j = 0; j < K->nnodes && ok; j++) {
+                Lo L = { m, k, g, &g->nodes[K->nodes[j]], K->nodes[j], training, fp, K, in_kern, NULL };
+                ok = lower_node(&L, err, errlen);
+            }
+        } else {
+            Lo L = { m, k, g, &g->nodes[K->anchor], K->anchor, training, fp, K, in_kern, NULL };
+            ok = lower_node(&L, err, errlen);
+        }
+        for (int j = 0; j < K->nnodes; j++) in_kern[K->nodes[j]] = false;
+        if (!ok) {
+            free(in_kern);
+            l3_module_free(m);
+            return NULL;
+        }
+        l3_entry_call(e, m->nkernels - 1);
+    }
+    free(in_kern);
     return m;
 }

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "fuse.h"
 #include "graph.h"
 #include "l3.h"
 
@@ -13,5 +14,9 @@
  * node of g in order.  NULL with a message in err for an op that has no
  * lowering yet. */
 L3Module *lower_graph(const Graph *g, bool training, char *err, size_t errlen);
+/* The same, one L3 kernel per kernel of the fusion plan fp (fuse.h):
+ * epilogues applied at the anchor's stores, movement ops inlined as index
+ * arithmetic.  Tensors the plan keeps inside kernels are never written. */
+L3Module *lower_graph_fused(const Graph *g, const FusionPlan *fp, bool training, char *err, size_t errlen);
 
 #endif

@@ -26,8 +26,6 @@ static int t_dy(Lo *L) { return L->n->in[0]; }
 static int t_x(Lo *L, int j) { return L->n->in[1 + j]; }
 static int t_p(Lo *L, int j) { return L->n->in[1 + fwd(L)->nin + j]; }
 static int t_y(Lo *L) { return L->n->in[1 + fwd(L)->nin + fwd(L)->nparams]; }
-static int b_dy(Lo *L) { return buf(L, t_dy(L), false, "dy"); }
-static int b_x(Lo *L, int j) { char nm[8]; snprintf(nm, sizeof nm, j ? "x%d" : "x", j); return buf(L, t_x(L, j), false, nm); }
 static int b_p(Lo *L, int j, const char *nm) { return buf(L, t_p(L, j), false, nm); }
 
 static L3Expr *ld(Lo *L, int b, L3Expr *i) { return load(L, b, i); }
@@ -74,7 +72,6 @@ static bool grad_pointwise(Lo *L, char *err, size_t errlen)
     const OpAttrs *at = &f->at;
     int k = L->n->at.grad_operand;
     const Shape *xs = tshape(L, t_x(L, 0));
-    int o = out_buf(L), dy = b_dy(L), x = b_x(L, 0);
     if (f->op == OP_DROPOUT && L->training) {
         snprintf(err, errlen, "%s: dropout in training is not lowered yet (its random stream)", L->n->name);
         return false;
@@ -92,14 +89,14 @@ static bool grad_pointwise(Lo *L, char *err, size_t errlen)
             in = loop(L, in, "i", xs->d[i], &v, i == xs->rank - 1 ? L3_VECTORIZE : 0);
             c[i] = V(L, v);
         }
-        L3Expr *xi = ld(L, x, lin(L, xs, c));
-        accum(L, in, acc, sel(L, lt(L, xi, F(L, 0)), mul(L, ld(L, dy, lin(L, xs, c)), xi), F(L, 0)));
-        l3_store(L->m, b, o, V(L, cv), V(L, acc), false);
+        L3Expr *xi = val(L, t_x(L, 0), c);
+        accum(L, in, acc, sel(L, lt(L, xi, F(L, 0)), mul(L, val(L, t_dy(L), c), xi), F(L, 0)));
+        emitf(L, b, V(L, cv), V(L, acc));
         return true;
     }
     L3Expr *c[MAX_RANK];
     L3Block *b = loops_over(L, &L->k->body, xs, c);
-    L3Expr *idx = lin(L, xs, c), *v = ld(L, x, idx), *d = ld(L, dy, idx), *r;
+    L3Expr *v = val(L, t_x(L, 0), c), *d = val(L, t_dy(L), c), *r;
     switch (f->op) {
     case OP_SCALE: r = mul(L, d, F(L, at->factor)); break;
     case OP_RELU: r = sel(L, lt(L, F(L, 0), v), d, F(L, 0)); break;
@@ -126,7 +123,7 @@ static bool grad_pointwise(Lo *L, char *err, size_t errlen)
         snprintf(err, errlen, "%s: no gradient lowering for %s", L->n->name, op_table[f->op].name);
         return false;
     }
-    l3_store(L->m, b, o, idx, r, false);
+    emit(L, b, c, r);
     return true;
 }
 
@@ -134,16 +131,16 @@ static bool grad_softmax(Lo *L)
 {
     const Shape *xs = tshape(L, t_x(L, 0));
     int64_t N = xs->d[0], C = xs->d[1], sp = numel0(xs) / (N * C);
-    int o = out_buf(L), dy = b_dy(L), y = buf(L, t_y(L), false, "y");
+    int dy = t_dy(L), y = t_y(L);
     int nv, pv, cv;
     L3Block *b = loop(L, &L->k->body, "n", N, &nv, L3_PARALLEL);
     b = loop(L, b, "p", sp, &pv, L3_VECTORIZE);
     #define AT(cc) add(L, mul(L, add(L, mul(L, V(L, nv), I(L, C)), (cc)), I(L, sp)), V(L, pv))
     int dot = local(L, b, "dot", L3_F32, F(L, 0));
     L3Block *cb = loop(L, b, "c", C, &cv, 0);
-    accum(L, cb, dot, mul(L, ld(L, dy, AT(V(L, cv))), ld(L, y, AT(V(L, cv)))));
+    accum(L, cb, dot, mul(L, valf(L, dy, AT(V(L, cv))), valf(L, y, AT(V(L, cv)))));
     cb = loop(L, b, "c", C, &cv, 0);
-    l3_store(L->m, cb, o, AT(V(L, cv)), mul(L, ld(L, y, AT(V(L, cv))), sub(L, ld(L, dy, AT(V(L, cv))), V(L, dot))), false);
+    emitf(L, cb, AT(V(L, cv)), mul(L, valf(L, y, AT(V(L, cv))), sub(L, valf(L, dy, AT(V(L, cv))), V(L, dot))));
     #undef AT
     return true;
 }
@@ -155,9 +152,6 @@ static bool grad_add_mul(Lo *L)
     const Node *f = fwd(L);
     int j = L->n->at.grad_operand;
     const Shape *os = tshape(L, f->out), *js = tshape(L, t_x(L, j));
-    int o = out_buf(L), dy = b_dy(L);
-    int xs[64];
-    for (int i = 0; i < f->nin && i < 64; i++) xs[i] = f->op == OP_MUL && i != j ? b_x(L, i) : -1;
     L3Expr *c[MAX_RANK], *oc[MAX_RANK];
     L3Block *b = loops_over(L, &L->k->body, js, c);
     int acc = local(L, b, "acc", L3_F32, F(L, 0));
@@ -169,11 +163,12 @@ static bool grad_add_mul(Lo *L)
         in = loop(L, in, "r", os->d[i], &v, 0);
         oc[i] = V(L, v);
     }
-    L3Expr *d = ld(L, dy, lin(L, os, oc));
-    for (int i = 0; i < f->nin && i < 64; i++)
-        if (xs[i] >= 0) d = mul(L, d, ld(L, xs[i], bcast_index(L, tshape(L, t_x(L, i)), os, oc)));
+    L3Expr *d = val(L, t_dy(L), oc);
+    for (int i = 0; i < f->nin; i++)
+        if (f->op == OP_MUL && i != j) d = mul(L, d, val(L, t_x(L, i), bcoords(L, tshape(L, t_x(L, i)), os, oc)));
     accum(L, in, acc, d);
-    l3_store(L->m, b, o, js->rank == 0 ? I(L, 0) : lin(L, js, c), V(L, acc), false);
+    if (js->rank == 0) emitf(L, b, I(L, 0), V(L, acc));
+    else emit(L, b, c, V(L, acc));
     return true;
 }
 
@@ -185,7 +180,7 @@ static bool grad_movement(Lo *L)
     const OpAttrs *at = &f->at;
     int j = L->n->at.grad_operand;
     const Shape *os = tshape(L, f->out), *is = tshape(L, t_x(L, j));
-    int o = out_buf(L), dy = b_dy(L);
+    int o = out_buf(L);
     L3Expr *c[MAX_RANK], *oc[MAX_RANK];
     if (f->op == OP_PAD && at->mode != 0) {   /* reflect / replicate: scatter */
         zero(L, o, numel0(is));
@@ -199,7 +194,7 @@ static bool grad_movement(Lo *L)
             else ic[i] = sel(L, lt(L, s, I(L, 0)), l3_un(L->m, L3_NEG, s),
                              sel(L, lt(L, s, I(L, nlen)), s, sub(L, I(L, 2 * (nlen - 1)), s)));
         }
-        l3_store(L->m, b, o, lin(L, is, ic), ld(L, dy, lin(L, os, c)), true);
+        l3_store(L->m, b, o, lin(L, is, ic), val(L, t_dy(L), c), true);
         return true;
     }
     L3Block *b = loops_over(L, &L->k->body, is, c);
@@ -218,9 +213,9 @@ static bool grad_movement(Lo *L)
     } else {   /* zero pad: output i + lo */
         for (int i = 2; i < is->rank; i++) oc[i] = add(L, c[i], I(L, at->pad.lo[i - 2]));
     }
-    L3Expr *v = ld(L, dy, lin(L, os, oc));
+    L3Expr *v = val(L, t_dy(L), oc);
     if (ok) v = sel(L, ok, v, F(L, 0));
-    l3_store(L->m, b, o, lin(L, is, c), v, false);
+    emit(L, b, c, v);
     return true;
 }
 
@@ -238,7 +233,7 @@ static bool grad_conv(Lo *L)
     const Shape *os = tshape(L, f->out), *is = tshape(L, t_x(L, 0));
     int sr = os->rank - 2;
     int64_t G = at->groups > 0 ? at->groups : 1, cpg = is->d[1] / G, opg = os->d[1] / G;
-    int o = out_buf(L), dy = b_dy(L);
+    int dy = t_dy(L);
     if (k == 2) {   /* bias: sum of dy over n and space */
         int64_t sp = numel0(os) / (os->d[0] * os->d[1]);
         int cv, nv, iv;
@@ -246,11 +241,11 @@ static bool grad_conv(Lo *L)
         int acc = local(L, b, "acc", L3_F32, F(L, 0));
         L3Block *in = loop(L, b, "n", os->d[0], &nv, 0);
         in = loop(L, in, "i", sp, &iv, L3_VECTORIZE);
-        accum(L, in, acc, ld(L, dy, add(L, mul(L, add(L, mul(L, V(L, nv), I(L, os->d[1])), V(L, cv)), I(L, sp)), V(L, iv))));
-        l3_store(L->m, b, o, V(L, cv), V(L, acc), false);
+        accum(L, in, acc, valf(L, dy, add(L, mul(L, add(L, mul(L, V(L, nv), I(L, os->d[1])), V(L, cv)), I(L, sp)), V(L, iv))));
+        emitf(L, b, V(L, cv), V(L, acc));
         return true;
     }
-    int x = b_x(L, 0), w = b_p(L, 0, "weight");
+    int x = t_x(L, 0), w = b_p(L, 0, "weight");
     const Shape *ws = tshape(L, t_p(L, 0));
     if (k == 0) {   /* input gradient */
         L3Expr *c[MAX_RANK];
@@ -285,8 +280,8 @@ static bool grad_conv(Lo *L)
         wc[0] = up ? c[1] : co;
         wc[1] = up ? V(L, cl) : cil;
         for (int i = 0; i < sr; i++) wc[2 + i] = t[i];
-        set(L, body, acc, l3_fma(L->m, ld(L, dy, lin(L, os, oc)), ld(L, w, lin(L, ws, wc)), V(L, acc)));
-        l3_store(L->m, b, o, lin(L, is, c), V(L, acc), false);
+        set(L, body, acc, l3_fma(L->m, val(L, dy, oc), ld(L, w, lin(L, ws, wc)), V(L, acc)));
+        emit(L, b, c, V(L, acc));
         return true;
     }
     /* weight gradient: w[a, b, t] summed over n and the positions the tap touches */
@@ -320,8 +315,8 @@ static bool grad_conv(Lo *L)
             oc[2 + i] = q;
         }
     }
-    set(L, body, acc, l3_fma(L->m, ld(L, dy, lin(L, os, oc)), ld(L, x, lin(L, is, xc)), V(L, acc)));
-    l3_store(L->m, b, o, lin(L, ws, wc), V(L, acc), false);
+    set(L, body, acc, l3_fma(L->m, val(L, dy, oc), val(L, x, xc), V(L, acc)));
+    emit(L, b, wc, V(L, acc));
     return true;
 }
 
@@ -333,11 +328,11 @@ static bool grad_pool(Lo *L, bool is_max)
     const OpAttrs *at = &f->at;
     const Shape *os = tshape(L, f->out), *is = tshape(L, t_x(L, 0));
     int sr = os->rank - 2;
-    int o = out_buf(L), dy = b_dy(L), x = b_x(L, 0);
+    int o = out_buf(L);
     zero(L, o, numel0(is));
     L3Expr *c[MAX_RANK];
     L3Block *b = serial_over(L, &L->k->body, os, c);
-    int d = local(L, b, "d", L3_F32, ld(L, dy, lin(L, os, c)));
+    int d = local(L, b, "d", L3_F32, val(L, t_dy(L), c));
     int svs[MAX_SPATIAL], evs[MAX_SPATIAL];
     L3Expr *cnt = NULL, *padded = NULL;
     for (int i = 0; i < sr; i++) {
@@ -369,7 +364,7 @@ static bool grad_pool(Lo *L, bool is_max)
     }
     L3Expr *xi = lin(L, is, ic);
     if (is_max) {   /* the first maximum (row-major); a NaN wins */
-        int v = local(L, body, "v", L3_F32, ld(L, x, xi));
+        int v = local(L, body, "v", L3_F32, val(L, t_x(L, 0), ic));
         L3Expr *isnan_v = bin(L, L3_NE, V(L, v), V(L, v)), *isnan_m = bin(L, L3_NE, V(L, m), V(L, m));
         L3Expr *take = bin(L, L3_OR, bin(L, L3_OR, lt(L, V(L, arg), I(L, 0)), lt(L, V(L, m), V(L, v))),
                            bin(L, L3_AND, isnan_v, l3_un(L->m, L3_NOT, isnan_m)));
@@ -387,11 +382,10 @@ static bool grad_global_avgpool(Lo *L)
 {
     const Shape *is = tshape(L, t_x(L, 0));
     int64_t sp = numel0(is) / (is->d[0] * is->d[1]);
-    int o = out_buf(L), dy = b_dy(L);
     int nc, i;
     L3Block *b = loop(L, &L->k->body, "nc", is->d[0] * is->d[1], &nc, L3_PARALLEL);
     b = loop(L, b, "i", sp, &i, L3_VECTORIZE);
-    l3_store(L->m, b, o, add(L, mul(L, V(L, nc), I(L, sp)), V(L, i)), dv(L, ld(L, dy, V(L, nc)), F(L, (double)sp)), false);
+    emitf(L, b, add(L, mul(L, V(L, nc), I(L, sp)), V(L, i)), dv(L, valf(L, t_dy(L), V(L, nc)), F(L, (double)sp)));
     return true;
 }
 
@@ -401,11 +395,11 @@ static bool grad_upsample(Lo *L)
     const OpAttrs *at = &f->at;
     const Shape *os = tshape(L, f->out), *is = tshape(L, t_x(L, 0));
     int sr = os->rank - 2;
-    int o = out_buf(L), dy = b_dy(L);
+    int o = out_buf(L);
     zero(L, o, numel0(is));
     L3Expr *c[MAX_RANK];
     L3Block *b = serial_over(L, &L->k->body, os, c);
-    int d = local(L, b, "d", L3_F32, ld(L, dy, lin(L, os, c)));
+    int d = local(L, b, "d", L3_F32, val(L, t_dy(L), c));
     if (at->mode != 1) {
         L3Expr *ic[MAX_RANK];
         ic[0] = c[0];
@@ -454,7 +448,7 @@ static bool grad_norm(Lo *L)
     int k = L->n->at.grad_operand;
     const Shape *is = tshape(L, t_x(L, 0));
     int64_t N = is->d[0], C = is->d[1], sp = numel0(is) / (N * C);
-    int o = out_buf(L), dy = b_dy(L), x = b_x(L, 0);
+    int dy = t_dy(L), x = t_x(L, 0);
     int j = 0, w = -1;
     if (at->affine) { w = b_p(L, 0, "weight"); j = 2; }
     int rm = batch && !stats ? b_p(L, j, "running_mean") : -1, rv = batch && !stats ? b_p(L, j + 1, "running_var") : -1;
@@ -475,11 +469,11 @@ static bool grad_norm(Lo *L)
     if (stats) {
         mean = local(L, g, "mean", L3_F32, F(L, 0));
         L3Block *s = OVER(g);
-        accum(L, s, mean, ld(L, x, IDX(V(L, nn))));
+        accum(L, s, mean, valf(L, x, IDX(V(L, nn))));
         set(L, g, mean, dv(L, V(L, mean), F(L, (double)count)));
         var = local(L, g, "var", L3_F32, F(L, 0));
         s = OVER(g);
-        L3Expr *dd = sub(L, ld(L, x, IDX(V(L, nn))), V(L, mean));
+        L3Expr *dd = sub(L, valf(L, x, IDX(V(L, nn))), V(L, mean));
         set(L, s, var, l3_fma(L->m, dd, dd, V(L, var)));
         set(L, g, var, dv(L, V(L, var), F(L, (double)count)));
     } else {
@@ -489,8 +483,8 @@ static bool grad_norm(Lo *L)
     int inv = local(L, g, "inv", L3_F32, dv(L, F(L, 1), l3_un(L->m, L3_SQRT, add(L, V(L, var), F(L, at->eps)))));
     int sdy = local(L, g, "sdy", L3_F32, F(L, 0)), sdx = local(L, g, "sdyxh", L3_F32, F(L, 0));
     L3Block *s = OVER(g);
-    L3Expr *xh = mul(L, sub(L, ld(L, x, IDX(V(L, nn))), V(L, mean)), V(L, inv));
-    L3Expr *d = ld(L, dy, IDX(V(L, nn)));
+    L3Expr *xh = mul(L, sub(L, valf(L, x, IDX(V(L, nn))), V(L, mean)), V(L, inv));
+    L3Expr *d = valf(L, dy, IDX(V(L, nn)));
     accum(L, s, sdy, d);
     set(L, s, sdx, l3_fma(L->m, d, xh, V(L, sdx)));
     if (k == 1) accum(L, g, wacc, V(L, sdx));
@@ -498,12 +492,12 @@ static bool grad_norm(Lo *L)
     else {
         L3Expr *sc = w >= 0 ? mul(L, V(L, inv), ld(L, w, V(L, cv))) : V(L, inv);
         s = OVER(g);
-        L3Expr *xh2 = mul(L, sub(L, ld(L, x, IDX(V(L, nn))), V(L, mean)), V(L, inv));
-        L3Expr *r = ld(L, dy, IDX(V(L, nn)));
+        L3Expr *xh2 = mul(L, sub(L, valf(L, x, IDX(V(L, nn))), V(L, mean)), V(L, inv));
+        L3Expr *r = valf(L, dy, IDX(V(L, nn)));
         if (stats) r = sub(L, r, dv(L, add(L, V(L, sdy), mul(L, xh2, V(L, sdx))), F(L, (double)count)));
-        l3_store(L->m, s, o, IDX(V(L, nn)), mul(L, sc, r), false);
+        emitf(L, s, IDX(V(L, nn)), mul(L, sc, r));
     }
-    if (k >= 1) l3_store(L->m, b, o, V(L, cv), V(L, wacc), false);
+    if (k >= 1) emitf(L, b, V(L, cv), V(L, wacc));
     #undef IDX
     #undef OVER
     return true;
@@ -513,7 +507,7 @@ static bool grad_norm(Lo *L)
 
 typedef struct {
     const Shape *xs, *ls;
-    int x, lab, wm;         /* buffers (wm -1: no weight map) */
+    int tx, lab, wm;        /* the logits tensor; buffers (wm -1: no weight map) */
     int64_t N, C, S[MAX_SPATIAL], sr, sp;
 } LossIO;
 
@@ -539,7 +533,7 @@ static LossIO loss_io(Lo *L, const Node *lossnode, int t_logits, int t_labels, i
     (void)lossnode;
     io.xs = tshape(L, t_logits);
     io.ls = tshape(L, t_labels);
-    io.x = buf(L, t_logits, false, "x");
+    io.tx = t_logits;
     io.lab = buf(L, t_labels, false, "labels");
     io.wm = t_wmap >= 0 ? buf(L, t_wmap, false, "weightmap") : -1;
     io.N = io.xs->d[0];
@@ -574,7 +568,7 @@ static L3Block *voxels(Lo *L, L3Block *in, const LossIO *io, L3Expr **n, L3Expr 
 
 static L3Expr *xat(Lo *L, const LossIO *io, L3Expr *n, L3Expr *c, L3Expr *p)
 {
-    return ld(L, io->x, add(L, mul(L, add(L, mul(L, n, I(L, io->C)), c), I(L, io->sp)), p));
+    return valf(L, io->tx, add(L, mul(L, add(L, mul(L, n, I(L, io->C)), c), I(L, io->sp)), p));
 }
 
 /* In block b at voxel (n, p): locals y (label, I64), keep (bool expr), m
@@ -655,7 +649,7 @@ static bool loss_common(Lo *L, bool grad)
     int tl = grad ? t_x(L, 0) : ln->in[0], tb = grad ? t_x(L, 1) : ln->in[1];
     int tw = ln->nin > 2 ? (grad ? t_x(L, 2) : ln->in[2]) : -1;
     LossIO io = loss_io(L, ln, tl, tb, tw);
-    int o = out_buf(L);
+    int o = grad ? out_buf(L) : -1;   /* the forward loss goes through emit */
     L3Block *top = &L->k->body;
     int64_t rows = at->batch_dice ? 1 : io.N;
     if (ln->op == OP_DICE) {
@@ -682,12 +676,12 @@ static bool loss_common(Lo *L, bool grad)
                 dcdd[r * io.C + c] = local(L, top, "rdc", L3_F32, sel(L, clamp, dv(L, V(L, dc), V(L, ddc)), F(L, 0)));
             }
         if (!grad) {
-            l3_store(L->m, top, o, I(L, 0), dv(L, l3_un(L->m, L3_NEG, V(L, sum)), F(L, (double)cnt)), false);
+            emitf(L, top, I(L, 0), dv(L, l3_un(L->m, L3_NEG, V(L, sum)), F(L, (double)cnt)));
             free(inv);
             free(dcdd);
             return true;
         }
-        int go = local(L, top, "go", L3_F32, ld(L, b_dy(L), I(L, 0)));
+        int go = local(L, top, "go", L3_F32, valf(L, t_dy(L), I(L, 0)));
         zero(L, o, numel0(io.xs));
         for (int64_t n = 0; n < io.N; n++) {
             int64_t r = at->batch_dice ? 0 : n;
@@ -741,10 +735,10 @@ static bool loss_common(Lo *L, bool grad)
         }
     }
     if (!grad) {
-        l3_store(L->m, top, o, I(L, 0), dv(L, V(L, num), V(L, den)), false);
+        emitf(L, top, I(L, 0), dv(L, V(L, num), V(L, den)));
         return true;
     }
-    int scale = local(L, top, "gscale", L3_F32, dv(L, ld(L, b_dy(L), I(L, 0)), V(L, den)));
+    int scale = local(L, top, "gscale", L3_F32, dv(L, valf(L, t_dy(L), I(L, 0)), V(L, den)));
     zero(L, o, numel0(io.xs));
     L3Expr *nn, *sc[MAX_SPATIAL], *p;
     L3Block *vb = voxels(L, top, &io, &nn, sc, &p, true, 0);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fuse.h"
 #include "graph.h"
 #include "l3.h"
 
@@ -18,6 +19,11 @@ typedef struct {
     const Node *n;
     int index;            /* node index */
     bool training;
+    /* fused lowering (NULL fp: one node per kernel) */
+    const FusionPlan *fp;
+    const Kernel *kern;
+    const bool *in_kern;  /* per node: computed in this kernel (members and inlined movement ops) */
+    L3Expr *ovr;          /* while emitting: the anchor's value at the current coordinates */
 } Lo;
 
 static inline L3Expr *I(Lo *L, int64_t v) { return l3_int(L->m, v); }
@@ -86,6 +92,15 @@ static inline L3Block *loops_over(Lo *L, L3Block *in, const Shape *s, L3Expr **c
     return b;
 }
 
+/* The coordinates of a broadcast operand of shape `in` at output
+ * coordinates c (a static array of MAX_RANK, valid until the next call). */
+static inline L3Expr *const *bcoords(Lo *L, const Shape *in, const Shape *out, L3Expr *const *c)
+{
+    static L3Expr *cc[MAX_RANK];
+    for (int i = 0; i < in->rank; i++) cc[i] = in->d[i] == 1 && out->d[i] != 1 ? I(L, 0) : c[i];
+    return cc;
+}
+
 /* The index into a broadcast operand of shape `in` at output coordinates c. */
 static inline L3Expr *bcast_index(Lo *L, const Shape *in, const Shape *out, L3Expr *const *c)
 {
@@ -95,6 +110,17 @@ static inline L3Expr *bcast_index(Lo *L, const Shape *in, const Shape *out, L3Ex
     return lin(L, in, cc);
 }
 
+
+/* Values and results, fusion-aware (lower.c).  val: tensor t at
+ * coordinates c (a load, or the expression of a node computed in this
+ * kernel: an inlined movement op or an epilogue node).  emit: the current
+ * node's result at output coordinates c: stored, together with every
+ * epilogue output of the kernel at the same coordinates.  The _f forms
+ * take a flat row-major index. */
+L3Expr *val(Lo *L, int t, L3Expr *const *c);
+L3Expr *valf(Lo *L, int t, L3Expr *flat);
+void emit(Lo *L, L3Block *b, L3Expr *const *c, L3Expr *v);
+void emitf(Lo *L, L3Block *b, L3Expr *flat, L3Expr *v);
 
 /* gradients, losses and optimizer updates (lower_grad.c) */
 bool lower_grad_node(Lo *L, char *err, size_t errlen);

@@ -50,5 +50,6 @@ Suite *safetensors_suite(void);
 Suite *fuse_suite(void);
 Suite *memplan_suite(void);
 Suite *codegen_suite(void);
+Suite *cuda_suite(void);
 
 #endif

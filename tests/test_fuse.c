@@ -157,28 +157,29 @@ static int kernels_of(const char *path, const char *args, bool step)
  *            taking relu as epilogue) + 4 maxpool + dice + ce (taking the
  *            loss sum) = 47;
  *   backward 1 elementwise kernel (the `ones` seed and the gradients of the
- *            loss sum) + ce and dice gradients (dice taking the logits'
- *            gradient sum) = 3; per conv-like node an input gradient (a
+ *            loss sum) + ce and dice gradients + 1 elementwise kernel for
+ *            the logits' gradient sum (loss gradients scatter, so they take
+ *            no epilogue) = 4; per conv-like node an input gradient (a
  *            transposed conv taking the next relu's gradient as epilogue;
  *            none for the first conv, whose input is the image), a weight
  *            and a bias gradient: 22 + 2 x 23 = 68; per batchnorm input,
- *            weight and bias gradients: 3 x 18 = 54; per maxpool one
- *            reduction taking the skip-gradient sum and the relu gradient:
- *            4; = 129;
+ *            weight and bias gradients: 3 x 18 = 54; per maxpool a
+ *            gradient (a scatter: no epilogue) and an elementwise kernel
+ *            for the skip-gradient sum and the relu gradient: 8; = 134;
  *   update   all 82 sgd_update nodes: 1.
- * 47 + 129 + 1 = 177. */
+ * 47 + 134 + 1 = 182. */
 START_TEST(netdef_kernel_counts)
 {
     ck_assert_int_eq(kernels_of("netdefs/unet2d.net", NULL, false), 27);
-    ck_assert_int_eq(kernels_of("netdefs/unet2d.net", UNET2D_TRAIN, true), 177);
+    ck_assert_int_eq(kernels_of("netdefs/unet2d.net", UNET2D_TRAIN, true), 182);
     ck_assert_int_eq(kernels_of("netdefs/unet3d.net", NULL, false), 21);
-    ck_assert_int_eq(kernels_of("netdefs/unet3d.net", UNET3D_TRAIN, true), 139);
+    ck_assert_int_eq(kernels_of("netdefs/unet3d.net", UNET3D_TRAIN, true), 143);
     ck_assert_int_eq(kernels_of("netdefs/vnet.net", NULL, false), 30);
     ck_assert_int_eq(kernels_of("netdefs/vnet.net", VNET_TRAIN, true), 156);
     ck_assert_int_eq(kernels_of("netdefs/voxresnet.net", NULL, false), 24);
-    ck_assert_int_eq(kernels_of("netdefs/voxresnet.net", VOXRES_TRAIN, true), 175);
+    ck_assert_int_eq(kernels_of("netdefs/voxresnet.net", VOXRES_TRAIN, true), 177);
     ck_assert_int_eq(kernels_of("tests/nets/ds_unet.net", NULL, false), 17);
-    ck_assert_int_eq(kernels_of("tests/nets/ds_unet.net", "--train", true), 70);
+    ck_assert_int_eq(kernels_of("tests/nets/ds_unet.net", "--train", true), 74);
 }
 END_TEST
 
