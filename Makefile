@@ -8,7 +8,11 @@ OPT     ?= -O2 -g
 BUILD   ?= build
 SAN     :=
 CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -Icompiler -Iruntime -Igrammar -I$(BUILD)/gen -I/usr/include/cjson -I/usr/include/nifti $(CFLAGS)
-LIBS       = -lcjson -lniftiio -lznz -lz -lm
+LIBS       = -lcjson -lniftiio -lznz -lz -lm $(LLVM_LIBS)
+# LLVM 16 for the LLVM backend (compiler/l3_llvm.c, the only file that includes
+# its headers); -rdynamic lets the JIT resolve symbols of the executable.
+LLVM_CONFIG ?= llvm-config-16
+LLVM_LIBS    = $(shell $(LLVM_CONFIG) --ldflags --libs core orcjit native passes) -rdynamic
 
 CHECK_CFLAGS = $(shell pkg-config --cflags check)
 CHECK_LIBS   = $(shell pkg-config --libs check)
@@ -38,7 +42,7 @@ setup $(DEPSTAMP): scripts/setup.sh
 	@scripts/setup.sh
 	@mkdir -p $(BUILD) && touch $(DEPSTAMP)
 
-$(BUILD)/gen/parser.c $(BUILD)/gen/parser.h: grammar/parser.y | $(DEPSTAMP)
+$(BUILD)/gen/parser.c $(BUILD)/gen/parser.h &: grammar/parser.y | $(DEPSTAMP)
 	@mkdir -p $(BUILD)/gen
 	bison -Wall -Werror -d -o $(BUILD)/gen/parser.c $<
 
@@ -54,6 +58,8 @@ $(BUILD)/obj/lexer.o: $(BUILD)/gen/lexer.c
 $(BUILD)/obj/parser.o: $(BUILD)/gen/parser.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -MMD -c -o $@ $<
+
+$(BUILD)/obj/l3_llvm.o: CFLAGS_ALL += -isystem $(shell $(LLVM_CONFIG) --includedir)
 
 $(BUILD)/obj/%.o: compiler/%.c $(BUILD)/gen/parser.h | $(DEPSTAMP)
 	@mkdir -p $(dir $@)
@@ -106,10 +112,12 @@ demo: $(BUILD)/netc
 # ---- fuzzing (clang libFuzzer) -----------------------------------------
 FUZZ_SECONDS ?= 600
 FUZZ_CC ?= clang
-$(BUILD)/fuzz/fuzz_frontend: tests/fuzz/fuzz_frontend.c $(COMPILER_SRC) $(GEN_SRC)
+# The front end needs no LLVM.
+FUZZ_SRC := $(filter-out compiler/l3_llvm.c,$(COMPILER_SRC))
+$(BUILD)/fuzz/fuzz_frontend: tests/fuzz/fuzz_frontend.c $(FUZZ_SRC) $(GEN_SRC)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Icompiler -Igrammar -I$(BUILD)/gen \
-	    -o $@ tests/fuzz/fuzz_frontend.c $(COMPILER_SRC) $(GEN_SRC) -lm
+	    -o $@ tests/fuzz/fuzz_frontend.c $(FUZZ_SRC) $(GEN_SRC) -lm
 
 fuzz: $(BUILD)/fuzz/fuzz_frontend
 	@mkdir -p $(BUILD)/fuzz/corpus

@@ -57,7 +57,7 @@ CBackend *cbackend_compile(const L3Module *m, char *err, size_t errlen)
              cc, opt, so, src, log);
     int rc = system(cmd);
     if (rc != 0) {
-        int k = snprintf(err, errlen, "the C compiler failed on the generated code (%s): ", src);
+        int k = snprintf(err, errlen, "the C compiler failed on the generated code (%s, status %d): ", src, rc);
         FILE *l = fopen(log, "r");
         if (l && k >= 0 && (size_t)k < errlen) {
             size_t got = fread(err + k, 1, errlen - (size_t)k - 1, l);

@@ -22,6 +22,7 @@
 #include "autodiff.h"
 #include "cbackend.h"
 #include "fuse.h"
+#include "memplan.h"
 #include "lower.h"
 #include "ref.h"
 #include "support.h"
@@ -586,6 +587,97 @@ START_TEST(codegen_netdefs_fused)
 }
 END_TEST
 
+/* Generated fused code running in the planned arena (memplan.h): every
+ * arena tensor at its offset in one allocation that starts as NaN, tensors
+ * kept inside kernels with no memory at all (NULL), updates writing over
+ * their parameters.  Outputs, losses and the updated parameters must equal
+ * the reference. */
+static void planned(const char *path, const char *args, const char *opt)
+{
+    Compiled *c = compile_file(path, args);
+    ck_clean(c);
+    Graph *g = c->g;
+    bool training = g->nlosses > 0;
+    if (training) {
+        ck_assert_int_gt(autodiff(g, g->losses[0].tensor), 0);
+        const double sgd[4] = { 0.01, 0.9, 1, 1e-4 };
+        ck_assert_int_gt(append_optimizer(g, opt, sgd), 0);
+    }
+    FusionPlan *fp = fuse_graph(g, training);
+    MemPlan *mp = memplan(g, fp);
+    char err[1500];
+    L3Module *m = lower_graph_fused(g, fp, training, err, sizeof err);
+    ck_assert_msg(m != NULL, "%s: %s", path, err);
+    CBackend *cb = cbackend_compile(m, err, sizeof err);
+    ck_assert_msg(cb != NULL, "%s: %s", path, err);
+    NetcEntry run = cbackend_entry(cb, training ? "netc_train_forward" : "netc_forward");
+    uint64_t seed = test_seed();
+    RefState *want = ref_new(g), *got = ref_new(g);
+    ref_init_params(g, want, seed);
+    fill(g, want, seed);
+    for (int t = 0; t < g->ntensors; t++) memcpy(got->buf[t], want->buf[t], sizeof(float) * (size_t)want->numel[t]);
+    float *arena = malloc((size_t)mp->arena_bytes + 64);
+    ck_assert_ptr_nonnull(arena);
+    for (int64_t i = 0; i < mp->arena_bytes / 4; i++) arena[i] = NAN;
+    void **t = calloc((size_t)g->ntensors, sizeof *t);
+    for (int i = 0; i < g->ntensors; i++) {
+        const Tensor *te = &g->tensors[i];
+        if (mp->offset[i] >= 0) t[i] = (char *)arena + mp->offset[i];
+        else if (te->kind != TK_ACTIVATION) t[i] = got->buf[i];
+    }
+    for (int i = 0; i < g->ntensors; i++) {   /* in place: the bytes of the tensor it overwrites */
+        int j = i, hops = 0;
+        while (mp->in_place_of[j] >= 0 && hops++ < g->ntensors) j = mp->in_place_of[j];
+        if (j != i) t[i] = t[j];
+    }
+    ck_assert_msg(ref_forward(g, want, training, 1, err, sizeof err) == 0, "%s", err);
+    run(t);
+    advance(g, want);
+    int ports[256], np = 0;
+    for (int i = 0; i < g->noutputs && np < 256; i++) ports[np++] = g->outputs[i].tensor;
+    for (int i = 0; i < g->nlosses && np < 256; i++) ports[np++] = g->losses[i].tensor;
+    for (int k = 0; k < np; k++) {
+        int tt = ports[k];
+        const float *gv = t[tt];
+        ck_assert_ptr_nonnull(gv);
+        double top = 0;
+        for (int64_t i = 0; i < want->numel[tt]; i++) top = fmax(top, fabs(want->buf[tt][i]));
+        for (int64_t i = 0; i < want->numel[tt]; i++)
+            ck_assert_msg(fabs(gv[i] - want->buf[tt][i]) <= TOL_ABS * top + TOL_REL * fabs(want->buf[tt][i]),
+                          "%s (planned, seed %llu): %s[%lld]: generated %g, reference %g", path,
+                          (unsigned long long)seed, g->tensors[tt].name, (long long)i, gv[i], want->buf[tt][i]);
+    }
+    for (int i = 0; i < g->nparams; i++) {   /* updated in place (SGD: no noise amplification) */
+        int tt = g->params[i].tensor;
+        double top = 0;
+        for (int64_t k = 0; k < want->numel[tt]; k++) top = fmax(top, fabs(want->buf[tt][k]));
+        for (int64_t k = 0; k < want->numel[tt]; k++)
+            ck_assert_msg(fabs(got->buf[tt][k] - want->buf[tt][k]) <= TOL_ABS * top + TOL_REL * fabs(want->buf[tt][k]) + 1e-6,
+                          "%s (planned, seed %llu): %s[%lld]: generated %g, reference %g", path,
+                          (unsigned long long)seed, g->tensors[tt].name, (long long)k, got->buf[tt][k], want->buf[tt][k]);
+    }
+    free(t);
+    free(arena);
+    ref_free(want);
+    ref_free(got);
+    cbackend_free(cb);
+    l3_module_free(m);
+    memplan_free(mp);
+    fusion_plan_free(fp);
+    compiled_free(c);
+}
+
+START_TEST(codegen_planned_memory)
+{
+    planned("netdefs/unet2d.net", "-D base=4 -D protocol.size=32x32", NULL);
+    planned("netdefs/voxresnet.net", "-D base=4 -D protocol.size=16x16x16", NULL);
+    planned("netdefs/unet2d.net", "-D base=2 -D protocol.size=32x32 --train -D train.patch=32x32 -D train.batch=2", "sgd");
+    planned("netdefs/voxresnet.net", "-D base=2 -D protocol.size=16x16x16 --train -D train.patch=16x16x16 -D train.batch=1",
+            "sgd");
+    planned("tests/nets/ds_unet.net", "--train", "sgd");
+}
+END_TEST
+
 Suite *codegen_suite(void)
 {
     Suite *s = suite_create("codegen");
@@ -602,6 +694,7 @@ Suite *codegen_suite(void)
     tcase_add_test(tc, codegen_train_steps);
     tcase_add_test(tc, codegen_netdefs_fused);
     tcase_add_test(tc, codegen_train_steps_fused);
+    tcase_add_test(tc, codegen_planned_memory);
     suite_add_tcase(s, tc);
     return s;
 }
