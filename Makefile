@@ -27,7 +27,7 @@ TEST_SRC     := $(wildcard tests/*.c)
 TEST_OBJ     := $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(TEST_SRC))
 DEPSTAMP     := $(BUILD)/.setup-ok
 
-.PHONY: all test test-unit test-asan test-valgrind demo fuzz clean setup help
+.PHONY: all test test-unit test-asan test-valgrind demo fuzz clean setup help generated
 all: $(BUILD)/netc
 
 help:
@@ -106,6 +106,11 @@ test-valgrind: $(BUILD)/netc $(BUILD)/test_netc
 	valgrind --leak-check=full --error-exitcode=9 -q $(BUILD)/netc graph netdefs/unet3d.net --json >/dev/null
 
 # ---- demo --------------------------------------------------------------
+# The committed generated code (generated/README.md); tests/cli_test.sh
+# checks it is reproduced byte for byte.
+generated: $(BUILD)/netc
+	for n in unet2d unet3d; do for t in c cuda; do $(BUILD)/netc emit netdefs/$$n.net --target $$t -o generated || exit 1; done; done
+
 demo: $(BUILD)/netc
 	$(BUILD)/netc check netdefs/unet2d.net --protocol t1_brain_axial
 

@@ -13,8 +13,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include "driver.h"
 #include "fuse.h"
+#include "l3_cuda.h"
+#include "l3_llvm.h"
+#include "lower.h"
 #include "infer_ref.h"
 #include "memplan.h"
 #include "util.h"
@@ -31,7 +36,8 @@ static const char *usage_main =
     "               output shape, parameter count and FLOPs\n"
     "  graph FILE   print the L1 graph as Graphviz DOT (--dot) or JSON (--json)\n"
     "  ops          list every op with its arguments and defaults\n"
-    "  run FILE     segment a volume with the reference executor (--input, --output)\n"
+    "  run FILE     segment a volume (--input, --output; --backend ref, c or llvm)\n"
+    "  emit FILE    write the generated code: --target c|cuda|llvm-ir|asm|obj -o DIR\n"
     "  init FILE    write freshly initialised weights as safetensors (-o)\n"
     "\n"
     "Run `netc COMMAND --help` for a command's options.\n"
@@ -78,7 +84,7 @@ static const char *usage_graph =
 
 static const char *usage_run =
     "usage: netc run FILE --input IMG.nii.gz [--input ...] --output OUT.nii.gz\n"
-    "                [--weights W.safetensors [--map NAMES.txt]] [--backend ref]\n"
+    "                [--weights W.safetensors [--map NAMES.txt]] [--backend ref|c|llvm]\n"
     "                [--probabilities] [--seed N] [--protocol NAME] [--net NAME] [-D KEY=VALUE ...]\n"
     "\n"
     "Segments one volume with the net compiled for the protocol: reads the input\n"
@@ -91,7 +97,8 @@ static const char *usage_run =
     "  --weights W   safetensors file with every parameter under netc's names\n"
     "                (`netc check` lists them); --map renames `theirs ours` lines;\n"
     "                without --weights the parameters are initialised from --seed\n"
-    "  --backend B   ref (the reference executor, the only one so far)\n"
+    "  --backend B   ref (the reference executor, the default), c (generated C built\n"
+    "                with the system C compiler) or llvm (generated code, LLVM JIT)\n"
     "\n"
     "Exit status: 0 written, 1 an input or the net is wrong, 2 bad command line.\n";
 
@@ -113,6 +120,7 @@ typedef struct {
     int nov;
     /* run / init */
     const char *weights, *mapping, *backend, *inputs[16];
+    const char *target;   /* emit */
     int ninputs;
     bool probabilities;
     unsigned long long seed;
@@ -151,9 +159,13 @@ static int parse_options(const char *cmd, int argc, char **argv, Options *o, con
                 if (o->ninputs >= 16) return usage_error(cmd, "%s", "at most 16 --input files");
                 o->inputs[o->ninputs++] = v;
             }
+        } else if (strcmp(cmd, "emit") == 0 && strcmp(a, "--target") == 0) {
+            if (i + 1 >= argc) return usage_error(cmd, "%s needs a value", a);
+            o->target = argv[++i];
         } else if (is_run && strcmp(a, "--probabilities") == 0) {
             o->probabilities = true;
-        } else if (strcmp(a, "-o") == 0 && strcmp(cmd, "graph") != 0 && strcmp(cmd, "init") != 0) {
+        } else if (strcmp(a, "-o") == 0 && strcmp(cmd, "graph") != 0 && strcmp(cmd, "init") != 0 &&
+                   strcmp(cmd, "emit") != 0) {
             return usage_error(cmd, "%s", "-o is an option of `netc graph`; check prints to the terminal");
         } else if (strcmp(a, "--protocol") == 0 || strcmp(a, "--net") == 0 || strcmp(a, "-o") == 0) {
             if (i + 1 >= argc) return usage_error(cmd, "%s needs a value", a);
@@ -317,8 +329,11 @@ static int cmd_run_or_init(const char *cmd, int argc, char **argv)
     int rc = parse_options(cmd, argc, argv, &o, is_init ? usage_init : usage_run);
     if (rc == 0 && !o.out) rc = usage_error(cmd, "%s", is_init ? "-o W.safetensors is required" : "--output is required");
     if (rc == 0 && !is_init && o.ninputs == 0) rc = usage_error(cmd, "%s", "--input is required");
-    if (rc == 0 && o.backend && strcmp(o.backend, "ref") != 0)
-        rc = usage_error(cmd, "backend `%s` is not available yet; use --backend ref", o.backend);
+    if (rc == 0 && o.backend && strcmp(o.backend, "ref") != 0 && strcmp(o.backend, "c") != 0 &&
+        strcmp(o.backend, "llvm") != 0)
+        rc = usage_error(cmd, "unknown backend `%s`; use ref, c or llvm", o.backend);
+    if (rc == 0 && is_init && o.backend)
+        rc = usage_error(cmd, "%s", "--backend is an option of run");
     if (rc == 0 && o.train) rc = usage_error(cmd, "%s", "--train is an option of check and graph");
     if (rc) {
         for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
@@ -345,7 +360,8 @@ static int cmd_run_or_init(const char *cmd, int argc, char **argv)
             r = infer_ref_init(g, o.seed, o.out, err, sizeof err);
         else {
             RefRunOptions ro = { .weights = o.weights, .mapping = o.mapping, .inputs = o.inputs, .ninputs = o.ninputs,
-                                 .output = o.out, .probabilities = o.probabilities, .seed = o.seed };
+                                 .output = o.out, .probabilities = o.probabilities, .seed = o.seed,
+                                 .backend = o.backend };
             r = infer_ref_run(g, pr, &ro, err, sizeof err);
         }
         if (r != 0) {
@@ -357,6 +373,98 @@ static int cmd_run_or_init(const char *cmd, int argc, char **argv)
             printf("wrote %s\n", o.out);
     }
     protocol_free(pr);
+    return finish(p, &d, g, status);
+}
+
+static const char *usage_emit =
+    "usage: netc emit FILE --target c|cuda|llvm-ir|asm|obj -o DIR [--train]\n"
+    "                 [--protocol NAME] [--net NAME] [-D KEY=VALUE ...]\n"
+    "\n"
+    "Writes the generated code of the net for the protocol into DIR, named after\n"
+    "the net: NET.c (readable C11), NET.cu (CUDA C for NVRTC, with its launch\n"
+    "table), NET.ll (LLVM IR), NET.s (assembly for this CPU) or NET.o (a PIC\n"
+    "object).  The code is fused (`netc check --fusion` lists the kernels) and\n"
+    "its entry is `void netc_forward(void **t)`, or with --train the whole\n"
+    "training step (forward, backward, optimizer update) `netc_train_forward`;\n"
+    "t[i] points at graph tensor i (`netc graph --json` numbers them).\n"
+    "Files are written whole or not at all.\n";
+
+static int write_atomic_text(const char *path, const L3Module *m, bool cuda, char *err, size_t errlen)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) { snprintf(err, errlen, "cannot write %.2000s: %s", tmp, strerror(errno)); return -1; }
+    if (cuda) l3_print_cuda(f, m);
+    else l3_print_c(f, m);
+    if (ferror(f) | fclose(f)) { unlink(tmp); snprintf(err, errlen, "cannot write %.2000s", tmp); return -1; }
+    if (rename(tmp, path) != 0) { unlink(tmp); snprintf(err, errlen, "cannot write %.2000s: %s", path, strerror(errno)); return -1; }
+    return 0;
+}
+
+static int cmd_emit(int argc, char **argv)
+{
+    Options o;
+    int rc = parse_options("emit", argc, argv, &o, usage_emit);
+    static const char *targets[] = { "c", "cuda", "llvm-ir", "asm", "obj" };
+    static const char *exts[] = { "c", "cu", "ll", "s", "o" };
+    int target = -1;
+    for (int i = 0; rc == 0 && o.target && i < 5; i++)
+        if (strcmp(o.target, targets[i]) == 0) target = i;
+    if (rc == 0 && !o.target) rc = usage_error("emit", "%s", "--target is required (c, cuda, llvm-ir, asm or obj)");
+    else if (rc == 0 && target < 0) rc = usage_error("emit", "unknown target `%s` (c, cuda, llvm-ir, asm or obj)", o.target);
+    if (rc == 0 && !o.out) rc = usage_error("emit", "%s", "-o DIR is required");
+    if (rc) {
+        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        return rc < 0 ? 0 : rc;
+    }
+    Diag d;
+    diag_init(&d, stderr);
+    Program *p = program_load(&d, o.file);
+    if (!p) {
+        fprintf(stderr, "netc: cannot read %s: %s\n", o.file, diag_load_strerror(errno));
+        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        diag_free(&d);
+        return 1;
+    }
+    CompileOptions co = { .protocol = o.protocol, .net = o.net, .train = o.train, .autodiff = o.train,
+                          .ov = o.ov, .nov = o.nov };
+    Graph *g = netc_compile(p, &co);
+    for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+    int status = 0;
+    if (g && d.nerrors == 0) {
+        char err[4096], path[4096];
+        FusionPlan *fp = fuse_graph(g, o.train);
+        L3Module *m = fp ? lower_graph_fused(g, fp, o.train, err, sizeof err) : NULL;
+        if (!fp) snprintf(err, sizeof err, "out of memory");
+        if (m && mkdir(o.out, 0777) != 0 && errno != EEXIST) {
+            snprintf(err, sizeof err, "cannot create %.2000s: %s", o.out, strerror(errno));
+            l3_module_free(m);
+            m = NULL;
+        }
+        if (m) {
+            snprintf(path, sizeof path, "%s/%s.%s", o.out, g->net_name, exts[target]);
+            int r;
+            if (target <= 1) r = write_atomic_text(path, m, target == 1, err, sizeof err);
+            else {
+                char tmp[4200];
+                snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+                int kind = target == 2 ? L3_LLVM_IR : target == 3 ? L3_LLVM_ASM : L3_LLVM_OBJECT;
+                r = l3_llvm_emit(m, tmp, kind, err, sizeof err);
+                if (r == 0 && rename(tmp, path) != 0) {
+                    snprintf(err, sizeof err, "cannot write %.2000s: %s", path, strerror(errno));
+                    r = -1;
+                }
+                if (r != 0) unlink(tmp);
+            }
+            if (r == 0) printf("wrote %s (%d kernels)\n", path, m->nkernels);
+            else status = 1;
+            l3_module_free(m);
+        } else
+            status = 1;
+        if (status) fprintf(stderr, "netc emit: %s\n", err);
+        fusion_plan_free(fp);
+    }
     return finish(p, &d, g, status);
 }
 
@@ -403,6 +511,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "check") == 0 || strcmp(cmd, "graph") == 0) return cmd_check_or_graph(cmd, argc - 2, argv + 2);
     if (strcmp(cmd, "ops") == 0) return cmd_ops(argc - 2, argv + 2);
     if (strcmp(cmd, "run") == 0 || strcmp(cmd, "init") == 0) return cmd_run_or_init(cmd, argc - 2, argv + 2);
+    if (strcmp(cmd, "emit") == 0) return cmd_emit(argc - 2, argv + 2);
     const char *cmds[] = { "check", "graph", "ops", "run", "init" };
     Suggest sg;
     suggest_init(&sg, cmd);

@@ -1,6 +1,7 @@
 /* infer_ref.c — see infer_ref.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "infer_ref.h"
+#include "exec.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -144,7 +145,15 @@ int infer_ref_run(const Graph *g, const Protocol *pr, const RefRunOptions *o, ch
                  pr->channels[0], channel);
         goto done;
     }
-    if (ref_forward(g, s, false, o->seed, err, errlen) != 0) goto done;
+    if (!o->backend || strcmp(o->backend, "ref") == 0) {
+        if (ref_forward(g, s, false, o->seed, err, errlen) != 0) goto done;
+    } else {
+        NetcExec *x = exec_new(g, false, o->backend, err, errlen);
+        if (!x) goto done;
+        int r = exec_run(x, s, err, errlen);
+        exec_free(x);
+        if (r != 0) goto done;
+    }
 
     const Tensor *lt = &g->tensors[g->outputs[0].tensor];
     int64_t C = lt->shape.d[1], per = shape_numel(&lt->shape) / C;

@@ -19,6 +19,7 @@ typedef struct {
     const char *output;       /* labels (uint8) or probabilities (float, 4D) */
     bool probabilities;
     uint64_t seed;
+    const char *backend;      /* "ref" (NULL), or generated code: "c", "llvm" (exec.h) */
 } RefRunOptions;
 
 /* Read, normalise as the protocol says, run the graph's forward pass, and

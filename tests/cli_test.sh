@@ -100,6 +100,26 @@ expect 0 "netc run with the same seed" -- "$NETC" run netdefs/unet2d.net "${smal
 cmp -s "$tmp/a.nii" "$tmp/b.nii" && ok || bad "the same weights gave different label maps"
 expect 0 "netc run --probabilities" -- "$NETC" run netdefs/unet2d.net "${small[@]}" --probabilities \
     --input "$tmp/in.nii" --output "$tmp/p.nii.gz"
+# generated code (C compiler, LLVM JIT) gives the reference's probabilities
+for be in ref c llvm; do
+    expect 0 "netc run --backend $be" -- "$NETC" run netdefs/unet2d.net "${small[@]}" --seed 7 --backend $be \
+        --probabilities --input "$tmp/in.nii" --output "$tmp/prob_$be.nii"
+done
+/usr/bin/python3 - "$tmp" <<'PY' && ok || bad "backends disagree on the probabilities"
+import sys, numpy as np
+d = sys.argv[1]
+def load(b):
+    raw = open("%s/prob_%s.nii" % (d, b), "rb").read()
+    off = int(np.frombuffer(raw[108:112], "<f4")[0])
+    return np.frombuffer(raw[off:], "<f4")
+r = load("ref")
+for b in ("c", "llvm"):
+    e = float(np.abs(load(b) - r).max())
+    if not e < 1e-4:
+        sys.exit("%s: max difference %g" % (b, e))
+PY
+expect 2 "netc run --backend unknown" -- "$NETC" run netdefs/unet2d.net "${small[@]}" --backend cuda \
+    --input "$tmp/in.nii" --output "$tmp/z.nii"
 expect 1 "netc run: wrong input size" -- "$NETC" run netdefs/unet2d.net -D base=4 --input "$tmp/in.nii" --output "$tmp/c.nii"
 contains "netc run: wrong input size" "is compiled for 1 x 256 x 256"
 [ -e "$tmp/c.nii" ] && bad "a failed run wrote an output" || ok
@@ -107,7 +127,23 @@ expect 1 "netc run: weights of another net" -- "$NETC" run netdefs/unet2d.net -D
     --weights "$tmp/w.safetensors" --input "$tmp/in.nii" --output "$tmp/c.nii"
 contains "netc run: weights of another net" "is [4, 1, 3, 3] in the file, the net needs [8, 1, 3, 3]"
 expect 2 "netc run without --input" -- "$NETC" run netdefs/unet2d.net --output "$tmp/c.nii"
-expect 2 "netc run --backend llvm" -- "$NETC" run netdefs/unet2d.net --backend llvm --input x --output y
+expect 1 "netc run --backend llvm: missing input" -- "$NETC" run netdefs/unet2d.net --backend llvm --input "$tmp/none.nii" --output "$tmp/y.nii"
+contains "netc run --backend llvm: missing input" "none.nii"
+
+# generated/ is what the compiler emits today, byte for byte
+for n in unet2d unet3d; do
+    for t in c cuda; do
+        expect 0 "netc emit $n --target $t" -- "$NETC" emit netdefs/$n.net --target $t -o "$tmp/gen"
+    done
+    for e in c cu; do
+        cmp -s "$tmp/gen/$n.$e" "generated/$n.$e" && ok || bad "generated/$n.$e differs from what netc emits (run make generated)"
+    done
+done
+expect 0 "netc emit --target obj" -- "$NETC" emit netdefs/unet2d.net -D base=4 --target obj -o "$tmp/gen"
+[ "$(head -c 4 "$tmp/gen/unet2d.o" | od -An -c | tr -d ' ')" = "177ELF" ] && ok || bad "netc emit --target obj: not an ELF object"
+expect 2 "netc emit without --target" -- "$NETC" emit netdefs/unet2d.net -o "$tmp/gen"
+expect 2 "netc emit with an unknown target" -- "$NETC" emit netdefs/unet2d.net --target ptx -o "$tmp/gen"
+expect 1 "netc emit into an impossible folder" -- "$NETC" emit netdefs/unet2d.net --target c -o /proc/nope/x
 
 # the front door
 expect 0 "netc ops" -- "$NETC" ops

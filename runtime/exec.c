@@ -1,0 +1,95 @@
+/* exec.c — generated code, end to end (see exec.h). */
+#define _POSIX_C_SOURCE 200809L
+#include "exec.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cbackend.h"
+#include "fuse.h"
+#include "l3_llvm.h"
+#include "lower.h"
+#include "memplan.h"
+
+struct NetcExec {
+    const Graph *g;
+    FusionPlan *fp;
+    MemPlan *mp;
+    L3Module *m;
+    CBackend *cb;
+    L3Llvm *jit;
+    NetcEntry entry;
+    void *arena;
+    void **t;
+};
+
+void exec_free(NetcExec *x)
+{
+    if (!x) return;
+    cbackend_free(x->cb);
+    l3_llvm_free(x->jit);
+    l3_module_free(x->m);
+    memplan_free(x->mp);
+    fusion_plan_free(x->fp);
+    free(x->arena);
+    free(x->t);
+    free(x);
+}
+
+NetcExec *exec_new(const Graph *g, bool training, const char *backend, char *err, size_t errlen)
+{
+    bool c = strcmp(backend, "c") == 0, llvm = strcmp(backend, "llvm") == 0;
+    if (!c && !llvm) {
+        snprintf(err, errlen, "unknown backend `%s` (ref, c or llvm)", backend);
+        return NULL;
+    }
+    NetcExec *x = calloc(1, sizeof *x);
+    if (!x) { snprintf(err, errlen, "out of memory"); return NULL; }
+    x->g = g;
+    x->fp = fuse_graph(g, training);
+    x->mp = x->fp ? memplan(g, x->fp) : NULL;
+    if (!x->fp || !x->mp) { snprintf(err, errlen, "out of memory while planning"); exec_free(x); return NULL; }
+    x->m = lower_graph_fused(g, x->fp, training, err, errlen);
+    if (!x->m) { exec_free(x); return NULL; }
+    const char *name = training ? "netc_train_forward" : "netc_forward";
+    if (c) {
+        x->cb = cbackend_compile(x->m, err, errlen);
+        if (x->cb) x->entry = cbackend_entry(x->cb, name);
+    } else {
+        x->jit = l3_llvm_jit(x->m, err, errlen);
+        if (x->jit) x->entry = l3_llvm_entry(x->jit, name);
+    }
+    if (!x->entry) {
+        if (x->cb || x->jit) snprintf(err, errlen, "the generated code has no entry %s", name);
+        exec_free(x);
+        return NULL;
+    }
+    x->arena = aligned_alloc(MEMPLAN_ALIGN, (size_t)((x->mp->arena_bytes + MEMPLAN_ALIGN - 1) / MEMPLAN_ALIGN + 1) * MEMPLAN_ALIGN);
+    x->t = calloc((size_t)(g->ntensors > 0 ? g->ntensors : 1), sizeof *x->t);
+    if (!x->arena || !x->t) { snprintf(err, errlen, "out of memory (arena of %lld bytes)", (long long)x->mp->arena_bytes); exec_free(x); return NULL; }
+    return x;
+}
+
+int exec_run(NetcExec *x, RefState *s, char *err, size_t errlen)
+{
+    const Graph *g = x->g;
+    if (s->ntensors != g->ntensors) { snprintf(err, errlen, "state made for another graph"); return -1; }
+    for (int i = 0; i < g->ntensors; i++) {
+        if (x->mp->offset[i] >= 0) x->t[i] = (char *)x->arena + x->mp->offset[i];
+        else x->t[i] = g->tensors[i].kind == TK_ACTIVATION ? NULL : s->buf[i];
+    }
+    for (int i = 0; i < g->ntensors; i++) {   /* in place: the bytes of the tensor it overwrites */
+        int j = i, hops = 0;
+        while (x->mp->in_place_of[j] >= 0 && hops++ < g->ntensors) j = x->mp->in_place_of[j];
+        if (j != i) x->t[i] = x->t[j];
+    }
+    x->entry(x->t);
+    for (int k = 0; k < g->noutputs + g->nlosses; k++) {
+        int t = k < g->noutputs ? g->outputs[k].tensor : g->losses[k - g->noutputs].tensor;
+        if (x->t[t] && x->t[t] != s->buf[t]) memcpy(s->buf[t], x->t[t], sizeof(float) * (size_t)s->numel[t]);
+    }
+    return 0;
+}
+
+int exec_kernels(const NetcExec *x) { return x->fp->nkernels; }
+int64_t exec_arena_bytes(const NetcExec *x) { return x->mp->arena_bytes; }

@@ -1,0 +1,33 @@
+/* exec.h — run a graph through generated code: fuse, plan memory, lower to
+ * the L3 loop IR, build with a backend (the C compiler or the LLVM JIT),
+ * and execute in one planned arena.  The engine behind
+ * `netc run --backend c|llvm`; the reference executor (ref.h) remains the
+ * `ref` backend.
+ *
+ * State lives in a RefState (one buffer per tensor): parameters, optimizer
+ * state and inputs are read and written there; activations live in the
+ * arena, and after a run the graph's outputs and losses are copied back
+ * into the RefState so callers read every backend the same way. */
+#ifndef NETC_EXEC_H
+#define NETC_EXEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "graph.h"
+#include "ref.h"
+
+typedef struct NetcExec NetcExec;
+
+/* backend: "c" or "llvm".  training: the graph is a training step (batch
+ * statistics; with autodiff's nodes, gradients and updates).  NULL with a
+ * message in err. */
+NetcExec *exec_new(const Graph *g, bool training, const char *backend, char *err, size_t errlen);
+/* One run.  Update nodes write the new parameter values over their
+ * parameters (in place) in s. */
+int exec_run(NetcExec *x, RefState *s, char *err, size_t errlen);
+int exec_kernels(const NetcExec *x);
+int64_t exec_arena_bytes(const NetcExec *x);
+void exec_free(NetcExec *x);
+
+#endif
