@@ -166,7 +166,8 @@ Graph *netc_compile(Program *p, CompileOptions *o)
         if (o->train) g = tg;
         else graph_free(tg);
     }
-    train_free(ts);
+    if (o->train_out && g) *o->train_out = ts;
+    else train_free(ts);
     if (o->protocol_out && g) *o->protocol_out = pr;
     else protocol_free(pr);
     return g;

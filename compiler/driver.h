@@ -12,6 +12,7 @@ typedef struct {
     Override *ov;           /* -D overrides (text in, parsed value out) */
     int nov;
     Protocol **protocol_out;  /* if set, receives the checked protocol (caller frees) */
+    TrainSpec **train_out;    /* if set, receives the checked train block or NULL (caller frees: train_free) */
 } CompileOptions;
 
 /* Choose net and protocol, check protocol and train block, expand.  Returns

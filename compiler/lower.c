@@ -745,6 +745,16 @@ L3Module *lower_graph_fused(const Graph *g, const FusionPlan *fp, bool training,
              g->protocol_name ? g->protocol_name : "?");
     L3Module *m = l3_module_new(name, g->ntensors);
     L3Entry *e = l3_entry_new(m, training ? "netc_train_forward" : "netc_forward");
+    /* A training step also gets its two halves, so a trainer can look at the
+     * gradients (clip them by their global norm) before the update. */
+    bool updates = false;
+    for (int ki = 0; ki < fp->nkernels; ki++) updates = updates || fp->kernels[ki].kind == KK_UPDATE;
+    int e_grads = -1, e_update = -1;
+    if (training && updates) {
+        e_grads = l3_entry_new(m, "netc_grads") - m->entries;
+        e_update = l3_entry_new(m, "netc_update") - m->entries;
+        e = &m->entries[0];
+    }
     bool *in_kern = calloc((size_t)(g->nnodes > 0 ? g->nnodes : 1), sizeof *in_kern);
     if (!in_kern) {
         snprintf(err, errlen, "out of memory");
@@ -779,7 +789,9 @@ L3Module *lower_graph_fused(const Graph *g, const FusionPlan *fp, bool training,
             l3_module_free(m);
             return NULL;
         }
+        e = &m->entries[0];
         l3_entry_call(e, m->nkernels - 1);
+        if (e_grads >= 0) l3_entry_call(&m->entries[K->kind == KK_UPDATE ? e_update : e_grads], m->nkernels - 1);
     }
     free(in_kern);
     return m;

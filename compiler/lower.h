@@ -16,7 +16,11 @@
 L3Module *lower_graph(const Graph *g, bool training, char *err, size_t errlen);
 /* The same, one L3 kernel per kernel of the fusion plan fp (fuse.h):
  * epilogues applied at the anchor's stores, movement ops inlined as index
- * arithmetic.  Tensors the plan keeps inside kernels are never written. */
+ * arithmetic.  Tensors the plan keeps inside kernels are never written.
+ * A training step with optimizer updates also gets `netc_grads` (every
+ * kernel but the updates) and `netc_update` (the updates), which together
+ * do what `netc_train_forward` does: a trainer can clip the gradients in
+ * between (they stay in the arena: the updates are the last kernels). */
 L3Module *lower_graph_fused(const Graph *g, const FusionPlan *fp, bool training, char *err, size_t errlen);
 
 #endif

@@ -18,7 +18,7 @@ struct NetcExec {
     L3Module *m;
     CBackend *cb;
     L3Llvm *jit;
-    NetcEntry entry;
+    NetcEntry entry, grads, update;   /* grads/update: the halves of a training step (NULL otherwise) */
     void *arena;
     void **t;
 };
@@ -52,12 +52,15 @@ NetcExec *exec_new(const Graph *g, bool training, const char *backend, char *err
     x->m = lower_graph_fused(g, x->fp, training, err, errlen);
     if (!x->m) { exec_free(x); return NULL; }
     const char *name = training ? "netc_train_forward" : "netc_forward";
+    bool halves = training && x->m->nentries >= 3;
     if (c) {
         x->cb = cbackend_compile(x->m, err, errlen);
         if (x->cb) x->entry = cbackend_entry(x->cb, name);
+        if (x->cb && halves) x->grads = cbackend_entry(x->cb, "netc_grads"), x->update = cbackend_entry(x->cb, "netc_update");
     } else {
         x->jit = l3_llvm_jit(x->m, err, errlen);
         if (x->jit) x->entry = l3_llvm_entry(x->jit, name);
+        if (x->jit && halves) x->grads = l3_llvm_entry(x->jit, "netc_grads"), x->update = l3_llvm_entry(x->jit, "netc_update");
     }
     if (!x->entry) {
         if (x->cb || x->jit) snprintf(err, errlen, "the generated code has no entry %s", name);
@@ -70,7 +73,7 @@ NetcExec *exec_new(const Graph *g, bool training, const char *backend, char *err
     return x;
 }
 
-int exec_run(NetcExec *x, RefState *s, char *err, size_t errlen)
+static int bind(NetcExec *x, RefState *s, char *err, size_t errlen)
 {
     const Graph *g = x->g;
     if (s->ntensors != g->ntensors) { snprintf(err, errlen, "state made for another graph"); return -1; }
@@ -83,13 +86,44 @@ int exec_run(NetcExec *x, RefState *s, char *err, size_t errlen)
         while (x->mp->in_place_of[j] >= 0 && hops++ < g->ntensors) j = x->mp->in_place_of[j];
         if (j != i) x->t[i] = x->t[j];
     }
-    x->entry(x->t);
+    return 0;
+}
+
+static void copy_ports(NetcExec *x, RefState *s)
+{
+    const Graph *g = x->g;
     for (int k = 0; k < g->noutputs + g->nlosses; k++) {
         int t = k < g->noutputs ? g->outputs[k].tensor : g->losses[k - g->noutputs].tensor;
         if (x->t[t] && x->t[t] != s->buf[t]) memcpy(s->buf[t], x->t[t], sizeof(float) * (size_t)s->numel[t]);
     }
+}
+
+int exec_run(NetcExec *x, RefState *s, char *err, size_t errlen)
+{
+    if (bind(x, s, err, errlen) != 0) return -1;
+    x->entry(x->t);
+    copy_ports(x, s);
     return 0;
 }
+
+int exec_grads(NetcExec *x, RefState *s, char *err, size_t errlen)
+{
+    if (!x->grads) { snprintf(err, errlen, "not a training step with an optimizer update"); return -1; }
+    if (bind(x, s, err, errlen) != 0) return -1;
+    x->grads(x->t);
+    copy_ports(x, s);
+    return 0;
+}
+
+int exec_update(NetcExec *x, RefState *s, char *err, size_t errlen)
+{
+    (void)s;
+    if (!x->update) { snprintf(err, errlen, "not a training step with an optimizer update"); return -1; }
+    x->update(x->t);   /* after exec_grads: same bindings, the gradients still in the arena */
+    return 0;
+}
+
+float *exec_tensor(NetcExec *x, int t) { return t >= 0 && t < x->g->ntensors ? x->t[t] : NULL; }
 
 int exec_kernels(const NetcExec *x) { return x->fp->nkernels; }
 int64_t exec_arena_bytes(const NetcExec *x) { return x->mp->arena_bytes; }

@@ -26,6 +26,15 @@ NetcExec *exec_new(const Graph *g, bool training, const char *backend, char *err
 /* One run.  Update nodes write the new parameter values over their
  * parameters (in place) in s. */
 int exec_run(NetcExec *x, RefState *s, char *err, size_t errlen);
+/* A training step in two halves: exec_grads runs forward, loss and
+ * backward (the outputs and losses copied into s); then the gradients can
+ * be read and changed in place through exec_tensor (clipping), and
+ * exec_update applies the optimizer (parameters updated in place in s). */
+int exec_grads(NetcExec *x, RefState *s, char *err, size_t errlen);
+int exec_update(NetcExec *x, RefState *s, char *err, size_t errlen);
+/* Where tensor t lives during the last run (arena or s), NULL if nowhere
+ * (kept inside a kernel). */
+float *exec_tensor(NetcExec *x, int t);
 int exec_kernels(const NetcExec *x);
 int64_t exec_arena_bytes(const NetcExec *x);
 void exec_free(NetcExec *x);

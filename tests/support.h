@@ -50,6 +50,7 @@ Suite *safetensors_suite(void);
 Suite *fuse_suite(void);
 Suite *memplan_suite(void);
 Suite *codegen_suite(void);
+Suite *trainer_suite(void);
 Suite *llvm_suite(void);
 Suite *cuda_suite(void);
 

@@ -31,6 +31,7 @@ int main(void)
     srunner_add_suite(sr, fuse_suite());
     srunner_add_suite(sr, memplan_suite());
     srunner_add_suite(sr, codegen_suite());
+    srunner_add_suite(sr, trainer_suite());
     srunner_add_suite(sr, llvm_suite());
     srunner_add_suite(sr, cuda_suite());
     srunner_run_all(sr, CK_NORMAL);
