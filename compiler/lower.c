@@ -377,8 +377,104 @@ static bool lower_pad(Lo *L)
 
 /* ---- convolution --------------------------------------------------------------------------------- */
 
+/* The tensor a row-schedule convolution accumulates in: its own output,
+ * or (fused) the first tensor of the kernel stored with the anchor's shape.
+ * -1 if there is none (then the per-element schedule is used). */
+static int conv_accumulator(Lo *L)
+{
+    int out = L->n->out;
+    if (!L->fp) return out;
+    if (L->fp->materialized[out]) return out;
+    for (int i = 0; i < L->kern->nouts; i++) {
+        int t = L->kern->outs[i], p = L->g->tensors[t].producer;
+        if (p >= 0 && L->in_kern[p] && shape_equal(&L->g->tensors[t].shape, tshape(L, out)) &&
+            !(L->fp->inlined && L->fp->inlined[p]))
+            return t;
+    }
+    return -1;
+}
+
+/* Convolution, row schedule: for each (n, co) plane and each output row,
+ * the row starts at the bias and accumulates x * w over input channels and
+ * taps with the innermost loop running along the row, over exactly the
+ * outputs whose input position is inside the image (the last axis's taps
+ * are unrolled, so every bound is a constant): a contiguous, vectorizable
+ * multiply-add with no bounds tests.  The row lives in the kernel's output
+ * buffer; the epilogue then runs over it.  The (n, co) planes are the
+ * parallel axis. */
+static bool lower_conv_rows(Lo *L, int acc_t)
+{
+    const OpAttrs *at = &L->n->at;
+    const Shape *os = tshape(L, L->n->out), *is = tshape(L, L->n->in[0]);
+    int sr = os->rank - 2, last = sr - 1;
+    int w = param_buf(L, 0, false), bb = at->bias ? param_buf(L, 1, false) : -1;
+    int ab = buf(L, acc_t, true, "acc");
+    int64_t G = at->groups > 0 ? at->groups : 1, cpg = is->d[1] / G, opg = os->d[1] / G;
+    int64_t OW = os->d[2 + last], IW = is->d[2 + last], s = at->stride[last], dl = at->dilation[last], lo = at->pad.lo[last];
+    Shape ws = L->g->tensors[L->g->params[L->n->params[0]].tensor].shape;
+    int pv;
+    L3Block *b = loop(L, &L->k->body, "nco", os->d[0] * os->d[1], &pv, L3_PARALLEL);
+    L3Expr *c[MAX_RANK];
+    c[0] = dv(L, V(L, pv), I(L, os->d[1]));
+    c[1] = bin(L, L3_MOD, V(L, pv), I(L, os->d[1]));
+    for (int i = 0; i < last; i++) {   /* the rows */
+        int v;
+        b = loop(L, b, i == 0 ? "od" : "oh", os->d[2 + i], &v, 0);
+        c[2 + i] = V(L, v);
+    }
+    int ov;
+    L3Block *init = loop(L, b, "ow", OW, &ov, L3_VECTORIZE);
+    c[2 + last] = V(L, ov);
+    l3_store(L->m, init, ab, lin(L, os, c), bb >= 0 ? load(L, bb, c[1]) : F(L, 0), false);
+    int ci;
+    L3Block *body = loop(L, b, "ci", cpg, &ci, 0);
+    L3Expr *ic[MAX_RANK], *wc[MAX_RANK];
+    ic[0] = c[0];
+    ic[1] = add(L, mul(L, dv(L, c[1], I(L, opg)), I(L, cpg)), V(L, ci));
+    wc[0] = c[1];
+    wc[1] = V(L, ci);
+    for (int i = 0; i < last; i++) {   /* taps of the row axes: bounds tested once per row */
+        int tv;
+        body = loop(L, body, "t", at->kernel[i], &tv, 0);
+        wc[2 + i] = V(L, tv);
+        L3Expr *p = add(L, sub(L, mul(L, c[2 + i], I(L, at->stride[i])), I(L, at->pad.lo[i])),
+                        mul(L, V(L, tv), I(L, at->dilation[i])));
+        ic[2 + i] = p;
+        body = &l3_if(L->m, body, bin(L, L3_AND, bin(L, L3_LE, I(L, 0), p), bin(L, L3_LT, p, I(L, is->d[2 + i]))))->body;
+    }
+    for (int64_t kw = 0; kw < at->kernel[last]; kw++) {
+        /* outputs ow with 0 <= ow*s - lo + kw*dl < IW */
+        int64_t off = kw * dl - lo, o0 = 0, o1 = OW;
+        while (o0 < OW && o0 * s + off < 0) o0++;
+        while (o1 > o0 && (o1 - 1) * s + off >= IW) o1--;
+        if (o1 <= o0) continue;
+        wc[2 + last] = I(L, kw);
+        int wv = l3_var(L->m, L->k, "wv", L3_F32, false);
+        l3_local(L->m, body, wv, load(L, w, lin(L, &ws, wc)));
+        int v;
+        L3Block *row = loop(L, body, "ow", o1 - o0, &v, L3_VECTORIZE);
+        L3Expr *owe = add(L, V(L, v), I(L, o0));
+        ic[2 + last] = add(L, mul(L, owe, I(L, s)), I(L, off));
+        L3Expr *oc[MAX_RANK];
+        for (int i = 0; i < os->rank; i++) oc[i] = c[i];
+        oc[2 + last] = owe;
+        l3_store(L->m, row, ab, lin(L, os, oc), mul(L, val(L, L->n->in[0], ic), V(L, wv)), true);
+    }
+    /* the epilogue over the finished row */
+    L3Block *fin = loop(L, b, "ow", OW, &ov, L3_VECTORIZE);
+    c[2 + last] = V(L, ov);
+    int r = l3_var(L->m, L->k, "y", L3_F32, false);
+    l3_local(L->m, fin, r, load(L, ab, lin(L, os, c)));
+    emit(L, fin, c, V(L, r));
+    return true;
+}
+
 static bool lower_conv(Lo *L)
 {
+    if (!getenv("NETC_CONV_ELEMENTWISE")) {
+        int acc = conv_accumulator(L);
+        if (acc >= 0) return lower_conv_rows(L, acc);
+    }
     const OpAttrs *at = &L->n->at;
     const Shape *os = tshape(L, L->n->out), *is = tshape(L, L->n->in[0]);
     int sr = os->rank - 2;

@@ -7,74 +7,98 @@
 #define NETC_MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* conv kernel: enc.0.conv_bn_relu.conv enc.0.conv_bn_relu.batchnorm enc.0.conv_bn_relu.relu */
-static void k0_enc_0_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict image, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu)
+static void k0_enc_0_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict image, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)image;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 64; c1++) {
-            for (int64_t i2 = 0; i2 < 256; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 256; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 1; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 256))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 256))) {
-                                        acc4 = fmaf(image[(((((n0 + ((c1 / 64) + ci5)) * 256) + ((i2 - 1) + t6)) * 256) + ((j3 - 1) + t7))], weight[(((((c1 + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
+        for (int64_t od1 = 0; od1 < 256; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 256; ow2++) {
+                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
+            }
+            for (int64_t ci3 = 0; ci3 < 1; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
+                        float wv5 = weight[(((((nco0 % 64) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 255; ow6++) {
+                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] += (image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[((((((nco0 % 64) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 256; ow8++) {
+                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] += (image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[((((((nco0 % 64) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 255; ow10++) {
+                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] += (image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu[((((((n0 * 64) + c1) * 256) + i2) * 256) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 256; ow11++) {
+                float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
 }
 
 /* conv kernel: enc.0.conv_bn_relu_1.conv enc.0.conv_bn_relu_1.batchnorm enc.0.conv_bn_relu_1.relu */
-static void k1_enc_0_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k1_enc_0_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 64; c1++) {
-            for (int64_t i2 = 0; i2 < 256; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 256; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 64; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 256))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 256))) {
-                                        acc4 = fmaf(relu[((((((n0 * 64) + (((c1 / 64) * 64) + ci5)) * 256) + ((i2 - 1) + t6)) * 256) + ((j3 - 1) + t7))], weight[((((((c1 * 64) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
+        for (int64_t od1 = 0; od1 < 256; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 256; ow2++) {
+                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
+            }
+            for (int64_t ci3 = 0; ci3 < 64; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
+                        float wv5 = weight[((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 255; ow6++) {
+                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] += (relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 256; ow8++) {
+                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] += (relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 255; ow10++) {
+                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] += (relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu_1[((((((n0 * 64) + c1) * 256) + i2) * 256) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 256; ow11++) {
+                float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -114,74 +138,98 @@ static void k2_x(const float *restrict relu, float *restrict x)
 }
 
 /* conv kernel: enc.1.conv_bn_relu.conv enc.1.conv_bn_relu.batchnorm enc.1.conv_bn_relu.relu */
-static void k3_enc_1_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict x, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu)
+static void k3_enc_1_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)x;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 128; c1++) {
-            for (int64_t i2 = 0; i2 < 128; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 128; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 64; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 128))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 128))) {
-                                        acc4 = fmaf(x[((((((n0 * 64) + (((c1 / 128) * 64) + ci5)) * 128) + ((i2 - 1) + t6)) * 128) + ((j3 - 1) + t7))], weight[((((((c1 * 64) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
+        for (int64_t od1 = 0; od1 < 128; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 128; ow2++) {
+                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
+            }
+            for (int64_t ci3 = 0; ci3 < 64; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
+                        float wv5 = weight[((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 127; ow6++) {
+                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] += (x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 128; ow8++) {
+                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] += (x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 127; ow10++) {
+                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] += (x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu[((((((n0 * 128) + c1) * 128) + i2) * 128) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 128; ow11++) {
+                float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
 }
 
 /* conv kernel: enc.1.conv_bn_relu_1.conv enc.1.conv_bn_relu_1.batchnorm enc.1.conv_bn_relu_1.relu */
-static void k4_enc_1_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k4_enc_1_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 128; c1++) {
-            for (int64_t i2 = 0; i2 < 128; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 128; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 128; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 128))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 128))) {
-                                        acc4 = fmaf(relu[((((((n0 * 128) + (((c1 / 128) * 128) + ci5)) * 128) + ((i2 - 1) + t6)) * 128) + ((j3 - 1) + t7))], weight[((((((c1 * 128) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
+        for (int64_t od1 = 0; od1 < 128; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 128; ow2++) {
+                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
+            }
+            for (int64_t ci3 = 0; ci3 < 128; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
+                        float wv5 = weight[((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 127; ow6++) {
+                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] += (relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 128; ow8++) {
+                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] += (relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 127; ow10++) {
+                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] += (relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu_1[((((((n0 * 128) + c1) * 128) + i2) * 128) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 128; ow11++) {
+                float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -221,74 +269,98 @@ static void k5_x_1(const float *restrict relu, float *restrict x_1)
 }
 
 /* conv kernel: enc.2.conv_bn_relu.conv enc.2.conv_bn_relu.batchnorm enc.2.conv_bn_relu.relu */
-static void k6_enc_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict x_1, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu)
+static void k6_enc_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x_1, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)x_1;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 256; c1++) {
-            for (int64_t i2 = 0; i2 < 64; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 64; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 128; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 64))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 64))) {
-                                        acc4 = fmaf(x_1[((((((n0 * 128) + (((c1 / 256) * 128) + ci5)) * 64) + ((i2 - 1) + t6)) * 64) + ((j3 - 1) + t7))], weight[((((((c1 * 128) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+        for (int64_t od1 = 0; od1 < 64; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 64; ow2++) {
+                acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow2)] = bias[(nco0 % 256)];
+            }
+            for (int64_t ci3 = 0; ci3 < 128; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 64))) {
+                        float wv5 = weight[((((((nco0 % 256) * 128) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 63; ow6++) {
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] += (x_1[(((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 256) * 128) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 64; ow8++) {
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow8)] += (x_1[(((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 256) * 128) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 63; ow10++) {
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow10)] += (x_1[(((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu[((((((n0 * 256) + c1) * 64) + i2) * 64) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 64; ow11++) {
+                float y12 = acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
 }
 
 /* conv kernel: enc.2.conv_bn_relu_1.conv enc.2.conv_bn_relu_1.batchnorm enc.2.conv_bn_relu_1.relu */
-static void k7_enc_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k7_enc_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 256; c1++) {
-            for (int64_t i2 = 0; i2 < 64; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 64; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 256; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 64))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 64))) {
-                                        acc4 = fmaf(relu[((((((n0 * 256) + (((c1 / 256) * 256) + ci5)) * 64) + ((i2 - 1) + t6)) * 64) + ((j3 - 1) + t7))], weight[((((((c1 * 256) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+        for (int64_t od1 = 0; od1 < 64; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 64; ow2++) {
+                acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow2)] = bias[(nco0 % 256)];
+            }
+            for (int64_t ci3 = 0; ci3 < 256; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 64))) {
+                        float wv5 = weight[((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 63; ow6++) {
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] += (relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 64; ow8++) {
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow8)] += (relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 63; ow10++) {
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow10)] += (relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu_1[((((((n0 * 256) + c1) * 64) + i2) * 64) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 64; ow11++) {
+                float y12 = acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -328,74 +400,98 @@ static void k8_x_2(const float *restrict relu, float *restrict x_2)
 }
 
 /* conv kernel: enc.3.conv_bn_relu.conv enc.3.conv_bn_relu.batchnorm enc.3.conv_bn_relu.relu */
-static void k9_enc_3_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict x_2, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu)
+static void k9_enc_3_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x_2, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)x_2;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 512; c1++) {
-            for (int64_t i2 = 0; i2 < 32; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 32; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 256; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 32))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 32))) {
-                                        acc4 = fmaf(x_2[((((((n0 * 256) + (((c1 / 512) * 256) + ci5)) * 32) + ((i2 - 1) + t6)) * 32) + ((j3 - 1) + t7))], weight[((((((c1 * 256) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 512; nco0++) {
+        for (int64_t od1 = 0; od1 < 32; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 32; ow2++) {
+                acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow2)] = bias[(nco0 % 512)];
+            }
+            for (int64_t ci3 = 0; ci3 < 256; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 32))) {
+                        float wv5 = weight[((((((nco0 % 512) * 256) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 31; ow6++) {
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] += (x_2[(((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 512) * 256) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 32; ow8++) {
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow8)] += (x_2[(((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 512) * 256) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 31; ow10++) {
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow10)] += (x_2[(((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu[((((((n0 * 512) + c1) * 32) + i2) * 32) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 32; ow11++) {
+                float y12 = acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
 }
 
 /* conv kernel: enc.3.conv_bn_relu_1.conv enc.3.conv_bn_relu_1.batchnorm enc.3.conv_bn_relu_1.relu */
-static void k10_enc_3_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k10_enc_3_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 512; c1++) {
-            for (int64_t i2 = 0; i2 < 32; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 32; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 512; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 32))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 32))) {
-                                        acc4 = fmaf(relu[((((((n0 * 512) + (((c1 / 512) * 512) + ci5)) * 32) + ((i2 - 1) + t6)) * 32) + ((j3 - 1) + t7))], weight[((((((c1 * 512) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 512; nco0++) {
+        for (int64_t od1 = 0; od1 < 32; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 32; ow2++) {
+                acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow2)] = bias[(nco0 % 512)];
+            }
+            for (int64_t ci3 = 0; ci3 < 512; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 32))) {
+                        float wv5 = weight[((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 31; ow6++) {
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] += (relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 32; ow8++) {
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow8)] += (relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 31; ow10++) {
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow10)] += (relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu_1[((((((n0 * 512) + c1) * 32) + i2) * 32) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 32; ow11++) {
+                float y12 = acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -435,74 +531,98 @@ static void k11_x_3(const float *restrict relu, float *restrict x_3)
 }
 
 /* conv kernel: bottom.conv_bn_relu.conv bottom.conv_bn_relu.batchnorm bottom.conv_bn_relu.relu */
-static void k12_bottom_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict x_3, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu)
+static void k12_bottom_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x_3, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)x_3;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 1024; c1++) {
-            for (int64_t i2 = 0; i2 < 16; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 16; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 512; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 16))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 16))) {
-                                        acc4 = fmaf(x_3[((((((n0 * 512) + (((c1 / 1024) * 512) + ci5)) * 16) + ((i2 - 1) + t6)) * 16) + ((j3 - 1) + t7))], weight[((((((c1 * 512) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 1024; nco0++) {
+        for (int64_t od1 = 0; od1 < 16; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 16; ow2++) {
+                acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow2)] = bias[(nco0 % 1024)];
+            }
+            for (int64_t ci3 = 0; ci3 < 512; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 16))) {
+                        float wv5 = weight[((((((nco0 % 1024) * 512) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 15; ow6++) {
+                            acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + (ow6 + 1))] += (x_3[(((((((nco0 / 1024) * 512) + ((((nco0 % 1024) / 1024) * 512) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 1024) * 512) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 16; ow8++) {
+                            acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow8)] += (x_3[(((((((nco0 / 1024) * 512) + ((((nco0 % 1024) / 1024) * 512) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 1024) * 512) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 15; ow10++) {
+                            acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow10)] += (x_3[(((((((nco0 / 1024) * 512) + ((((nco0 % 1024) / 1024) * 512) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu[((((((n0 * 1024) + c1) * 16) + i2) * 16) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 16; ow11++) {
+                float y12 = acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f))), (bn_bias[(nco0 % 1024)] - (running_mean[(nco0 % 1024)] * (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f))), (bn_bias[(nco0 % 1024)] - (running_mean[(nco0 % 1024)] * (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
 }
 
 /* conv kernel: bottom.conv_bn_relu_1.conv bottom.conv_bn_relu_1.batchnorm bottom.conv_bn_relu_1.relu */
-static void k13_bottom_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k13_bottom_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 1024; c1++) {
-            for (int64_t i2 = 0; i2 < 16; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 16; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 1024; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 16))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 16))) {
-                                        acc4 = fmaf(relu[((((((n0 * 1024) + (((c1 / 1024) * 1024) + ci5)) * 16) + ((i2 - 1) + t6)) * 16) + ((j3 - 1) + t7))], weight[((((((c1 * 1024) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 1024; nco0++) {
+        for (int64_t od1 = 0; od1 < 16; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 16; ow2++) {
+                acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow2)] = bias[(nco0 % 1024)];
+            }
+            for (int64_t ci3 = 0; ci3 < 1024; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 16))) {
+                        float wv5 = weight[((((((nco0 % 1024) * 1024) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 15; ow6++) {
+                            acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + (ow6 + 1))] += (relu[(((((((nco0 / 1024) * 1024) + ((((nco0 % 1024) / 1024) * 1024) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 1024) * 1024) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 16; ow8++) {
+                            acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow8)] += (relu[(((((((nco0 / 1024) * 1024) + ((((nco0 % 1024) / 1024) * 1024) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 1024) * 1024) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 15; ow10++) {
+                            acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow10)] += (relu[(((((((nco0 / 1024) * 1024) + ((((nco0 % 1024) / 1024) * 1024) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu_1[((((((n0 * 1024) + c1) * 16) + i2) * 16) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 16; ow11++) {
+                float y12 = acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f))), (bn_bias[(nco0 % 1024)] - (running_mean[(nco0 % 1024)] * (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f))), (bn_bias[(nco0 % 1024)] - (running_mean[(nco0 % 1024)] * (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -542,75 +662,99 @@ static void k14_up_3(const float *restrict weight, const float *restrict bias, c
 }
 
 /* conv kernel: x_4 (inlined) dec.3.conv_bn_relu.conv dec.3.conv_bn_relu.batchnorm dec.3.conv_bn_relu.relu */
-static void k15_dec_3_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k15_dec_3_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)t;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 512; c1++) {
-            for (int64_t i2 = 0; i2 < 32; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 32; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 1024; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 32))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 32))) {
-                                        acc4 = fmaf((((((c1 / 512) * 1024) + ci5) < 512) ? relu[((((((n0 * 512) + NETC_MIN(NETC_MAX((((c1 / 512) * 1024) + ci5), 0), 511)) * 32) + ((i2 - 1) + t6)) * 32) + ((j3 - 1) + t7))] : t[((((((n0 * 512) + NETC_MIN(NETC_MAX(((((c1 / 512) * 1024) + ci5) - 512), 0), 511)) * 32) + ((i2 - 1) + t6)) * 32) + ((j3 - 1) + t7))]), weight[((((((c1 * 1024) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 512; nco0++) {
+        for (int64_t od1 = 0; od1 < 32; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 32; ow2++) {
+                acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow2)] = bias[(nco0 % 512)];
+            }
+            for (int64_t ci3 = 0; ci3 < 1024; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 32))) {
+                        float wv5 = weight[((((((nco0 % 512) * 1024) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 31; ow6++) {
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] += (((((((nco0 % 512) / 512) * 1024) + ci3) < 512) ? relu[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX(((((nco0 % 512) / 512) * 1024) + ci3), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1)))] : t[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 512) / 512) * 1024) + ci3) - 512), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1)))]) * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 512) * 1024) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 32; ow8++) {
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow8)] += (((((((nco0 % 512) / 512) * 1024) + ci3) < 512) ? relu[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX(((((nco0 % 512) / 512) * 1024) + ci3), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + ow8)] : t[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 512) / 512) * 1024) + ci3) - 512), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + ow8)]) * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 512) * 1024) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 31; ow10++) {
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow10)] += (((((((nco0 % 512) / 512) * 1024) + ci3) < 512) ? relu[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX(((((nco0 % 512) / 512) * 1024) + ci3), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + (ow10 + 1))] : t[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 512) / 512) * 1024) + ci3) - 512), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + (ow10 + 1))]) * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu_1[((((((n0 * 512) + c1) * 32) + i2) * 32) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 32; ow11++) {
+                float y12 = acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
 }
 
 /* conv kernel: dec.3.conv_bn_relu_1.conv dec.3.conv_bn_relu_1.batchnorm dec.3.conv_bn_relu_1.relu */
-static void k16_dec_3_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k16_dec_3_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 512; c1++) {
-            for (int64_t i2 = 0; i2 < 32; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 32; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 512; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 32))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 32))) {
-                                        acc4 = fmaf(relu[((((((n0 * 512) + (((c1 / 512) * 512) + ci5)) * 32) + ((i2 - 1) + t6)) * 32) + ((j3 - 1) + t7))], weight[((((((c1 * 512) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 512; nco0++) {
+        for (int64_t od1 = 0; od1 < 32; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 32; ow2++) {
+                acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow2)] = bias[(nco0 % 512)];
+            }
+            for (int64_t ci3 = 0; ci3 < 512; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 32))) {
+                        float wv5 = weight[((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 31; ow6++) {
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] += (relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 32; ow8++) {
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow8)] += (relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 31; ow10++) {
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow10)] += (relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu_1[((((((n0 * 512) + c1) * 32) + i2) * 32) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 32; ow11++) {
+                float y12 = acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -650,75 +794,99 @@ static void k17_up_2(const float *restrict weight, const float *restrict bias, c
 }
 
 /* conv kernel: x_5 (inlined) dec.2.conv_bn_relu.conv dec.2.conv_bn_relu.batchnorm dec.2.conv_bn_relu.relu */
-static void k18_dec_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k18_dec_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)t;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 256; c1++) {
-            for (int64_t i2 = 0; i2 < 64; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 64; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 512; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 64))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 64))) {
-                                        acc4 = fmaf((((((c1 / 256) * 512) + ci5) < 256) ? relu[((((((n0 * 256) + NETC_MIN(NETC_MAX((((c1 / 256) * 512) + ci5), 0), 255)) * 64) + ((i2 - 1) + t6)) * 64) + ((j3 - 1) + t7))] : t[((((((n0 * 256) + NETC_MIN(NETC_MAX(((((c1 / 256) * 512) + ci5) - 256), 0), 255)) * 64) + ((i2 - 1) + t6)) * 64) + ((j3 - 1) + t7))]), weight[((((((c1 * 512) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+        for (int64_t od1 = 0; od1 < 64; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 64; ow2++) {
+                acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow2)] = bias[(nco0 % 256)];
+            }
+            for (int64_t ci3 = 0; ci3 < 512; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 64))) {
+                        float wv5 = weight[((((((nco0 % 256) * 512) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 63; ow6++) {
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] += (((((((nco0 % 256) / 256) * 512) + ci3) < 256) ? relu[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 512) + ci3), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1)))] : t[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 512) + ci3) - 256), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1)))]) * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 256) * 512) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 64; ow8++) {
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow8)] += (((((((nco0 % 256) / 256) * 512) + ci3) < 256) ? relu[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 512) + ci3), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + ow8)] : t[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 512) + ci3) - 256), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + ow8)]) * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 256) * 512) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 63; ow10++) {
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow10)] += (((((((nco0 % 256) / 256) * 512) + ci3) < 256) ? relu[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 512) + ci3), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + (ow10 + 1))] : t[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 512) + ci3) - 256), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + (ow10 + 1))]) * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu_1[((((((n0 * 256) + c1) * 64) + i2) * 64) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 64; ow11++) {
+                float y12 = acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
 }
 
 /* conv kernel: dec.2.conv_bn_relu_1.conv dec.2.conv_bn_relu_1.batchnorm dec.2.conv_bn_relu_1.relu */
-static void k19_dec_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k19_dec_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 256; c1++) {
-            for (int64_t i2 = 0; i2 < 64; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 64; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 256; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 64))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 64))) {
-                                        acc4 = fmaf(relu[((((((n0 * 256) + (((c1 / 256) * 256) + ci5)) * 64) + ((i2 - 1) + t6)) * 64) + ((j3 - 1) + t7))], weight[((((((c1 * 256) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+        for (int64_t od1 = 0; od1 < 64; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 64; ow2++) {
+                acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow2)] = bias[(nco0 % 256)];
+            }
+            for (int64_t ci3 = 0; ci3 < 256; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 64))) {
+                        float wv5 = weight[((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 63; ow6++) {
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] += (relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 64; ow8++) {
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow8)] += (relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 63; ow10++) {
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow10)] += (relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu_1[((((((n0 * 256) + c1) * 64) + i2) * 64) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 64; ow11++) {
+                float y12 = acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -758,75 +926,99 @@ static void k20_up_1(const float *restrict weight, const float *restrict bias, c
 }
 
 /* conv kernel: x_6 (inlined) dec.1.conv_bn_relu.conv dec.1.conv_bn_relu.batchnorm dec.1.conv_bn_relu.relu */
-static void k21_dec_1_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k21_dec_1_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)t;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 128; c1++) {
-            for (int64_t i2 = 0; i2 < 128; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 128; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 256; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 128))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 128))) {
-                                        acc4 = fmaf((((((c1 / 128) * 256) + ci5) < 128) ? relu[((((((n0 * 128) + NETC_MIN(NETC_MAX((((c1 / 128) * 256) + ci5), 0), 127)) * 128) + ((i2 - 1) + t6)) * 128) + ((j3 - 1) + t7))] : t[((((((n0 * 128) + NETC_MIN(NETC_MAX(((((c1 / 128) * 256) + ci5) - 128), 0), 127)) * 128) + ((i2 - 1) + t6)) * 128) + ((j3 - 1) + t7))]), weight[((((((c1 * 256) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
+        for (int64_t od1 = 0; od1 < 128; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 128; ow2++) {
+                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
+            }
+            for (int64_t ci3 = 0; ci3 < 256; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
+                        float wv5 = weight[((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 127; ow6++) {
+                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] += (((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))]) * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 128; ow8++) {
+                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] += (((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)]) * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 127; ow10++) {
+                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] += (((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))]) * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu_1[((((((n0 * 128) + c1) * 128) + i2) * 128) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 128; ow11++) {
+                float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
 }
 
 /* conv kernel: dec.1.conv_bn_relu_1.conv dec.1.conv_bn_relu_1.batchnorm dec.1.conv_bn_relu_1.relu */
-static void k22_dec_1_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k22_dec_1_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 128; c1++) {
-            for (int64_t i2 = 0; i2 < 128; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 128; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 128; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 128))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 128))) {
-                                        acc4 = fmaf(relu[((((((n0 * 128) + (((c1 / 128) * 128) + ci5)) * 128) + ((i2 - 1) + t6)) * 128) + ((j3 - 1) + t7))], weight[((((((c1 * 128) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
+        for (int64_t od1 = 0; od1 < 128; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 128; ow2++) {
+                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
+            }
+            for (int64_t ci3 = 0; ci3 < 128; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
+                        float wv5 = weight[((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 127; ow6++) {
+                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] += (relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 128; ow8++) {
+                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] += (relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 127; ow10++) {
+                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] += (relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu_1[((((((n0 * 128) + c1) * 128) + i2) * 128) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 128; ow11++) {
+                float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -866,104 +1058,134 @@ static void k23_up_0(const float *restrict weight, const float *restrict bias, c
 }
 
 /* conv kernel: x_7 (inlined) dec.0.conv_bn_relu.conv dec.0.conv_bn_relu.batchnorm dec.0.conv_bn_relu.relu */
-static void k24_dec_0_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k24_dec_0_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)t;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 64; c1++) {
-            for (int64_t i2 = 0; i2 < 256; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 256; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 128; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 256))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 256))) {
-                                        acc4 = fmaf((((((c1 / 64) * 128) + ci5) < 64) ? relu[((((((n0 * 64) + NETC_MIN(NETC_MAX((((c1 / 64) * 128) + ci5), 0), 63)) * 256) + ((i2 - 1) + t6)) * 256) + ((j3 - 1) + t7))] : t[((((((n0 * 64) + NETC_MIN(NETC_MAX(((((c1 / 64) * 128) + ci5) - 64), 0), 63)) * 256) + ((i2 - 1) + t6)) * 256) + ((j3 - 1) + t7))]), weight[((((((c1 * 128) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
+        for (int64_t od1 = 0; od1 < 256; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 256; ow2++) {
+                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
+            }
+            for (int64_t ci3 = 0; ci3 < 128; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
+                        float wv5 = weight[((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 255; ow6++) {
+                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] += (((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))]) * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 256; ow8++) {
+                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] += (((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)]) * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 255; ow10++) {
+                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] += (((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))]) * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu_1[((((((n0 * 64) + c1) * 256) + i2) * 256) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 256; ow11++) {
+                float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
 }
 
 /* conv kernel: dec.0.conv_bn_relu_1.conv dec.0.conv_bn_relu_1.batchnorm dec.0.conv_bn_relu_1.relu */
-static void k25_dec_0_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k25_dec_0_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 64; c1++) {
-            for (int64_t i2 = 0; i2 < 256; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 256; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 64; ci5++) {
-                        for (int64_t t6 = 0; t6 < 3; t6++) {
-                            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 256))) {
-                                for (int64_t t7 = 0; t7 < 3; t7++) {
-                                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 256))) {
-                                        acc4 = fmaf(relu[((((((n0 * 64) + (((c1 / 64) * 64) + ci5)) * 256) + ((i2 - 1) + t6)) * 256) + ((j3 - 1) + t7))], weight[((((((c1 * 64) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                                    }
-                                }
-                            }
+    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
+        for (int64_t od1 = 0; od1 < 256; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 256; ow2++) {
+                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
+            }
+            for (int64_t ci3 = 0; ci3 < 64; ci3++) {
+                for (int64_t t4 = 0; t4 < 3; t4++) {
+                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
+                        float wv5 = weight[((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 255; ow6++) {
+                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] += (relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))] * wv5);
+                        }
+                        float wv7 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 256; ow8++) {
+                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] += (relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)] * wv7);
+                        }
+                        float wv9 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 255; ow10++) {
+                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] += (relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))] * wv9);
                         }
                     }
-                    float r8 = acc4;
-                    relu_1[((((((n0 * 64) + c1) * 256) + i2) * 256) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                 }
+            }
+            /* vectorize */
+            for (int64_t ow11 = 0; ow11 < 256; ow11++) {
+                float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
+                float r13 = y12;
+                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
 }
 
 /* conv kernel: logits */
-static void k26_logits(const float *restrict weight, const float *restrict bias, const float *restrict relu, float *restrict logits)
+static void k26_logits(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
-    (void)logits;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 2; c1++) {
-            for (int64_t i2 = 0; i2 < 256; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 256; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 64; ci5++) {
-                        for (int64_t t6 = 0; t6 < 1; t6++) {
-                            for (int64_t t7 = 0; t7 < 1; t7++) {
-                                acc4 = fmaf(relu[((((((n0 * 64) + (((c1 / 2) * 64) + ci5)) * 256) + (i2 + t6)) * 256) + (j3 + t7))], weight[((((c1 * 64) + ci5) + t6) + t7)], acc4);
-                            }
+    for (int64_t nco0 = 0; nco0 < 2; nco0++) {
+        for (int64_t od1 = 0; od1 < 256; od1++) {
+            /* vectorize */
+            for (int64_t ow2 = 0; ow2 < 256; ow2++) {
+                acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 2)];
+            }
+            for (int64_t ci3 = 0; ci3 < 64; ci3++) {
+                for (int64_t t4 = 0; t4 < 1; t4++) {
+                    if (((0 <= (od1 + t4)) && ((od1 + t4) < 256))) {
+                        float wv5 = weight[((((nco0 % 2) * 64) + ci3) + t4)];
+                        /* vectorize */
+                        for (int64_t ow6 = 0; ow6 < 256; ow6++) {
+                            acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow6)] += (relu[(((((((nco0 / 2) * 64) + ((((nco0 % 2) / 2) * 64) + ci3)) * 256) + (od1 + t4)) * 256) + ow6)] * wv5);
                         }
                     }
-                    float r8 = acc4;
-                    logits[((((((n0 * 2) + c1) * 256) + i2) * 256) + j3)] = r8;
                 }
+            }
+            /* vectorize */
+            for (int64_t ow7 = 0; ow7 < 256; ow7++) {
+                float y8 = acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow7)];
+                float r9 = y8;
+                acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow7)] = r9;
             }
         }
     }
@@ -972,32 +1194,32 @@ static void k26_logits(const float *restrict weight, const float *restrict bias,
 void netc_forward(void **t);
 void netc_forward(void **t)
 {
-    k0_enc_0_conv_bn_relu_conv((float *)t[2], (float *)t[3], (float *)t[0], (float *)t[5], (float *)t[6], (float *)t[7], (float *)t[8], (float *)t[9]);
-    k1_enc_0_conv_bn_relu_1_conv((float *)t[11], (float *)t[12], (float *)t[9], (float *)t[14], (float *)t[15], (float *)t[16], (float *)t[17], (float *)t[18]);
+    k0_enc_0_conv_bn_relu_conv((float *)t[2], (float *)t[3], (float *)t[9], (float *)t[0], (float *)t[5], (float *)t[6], (float *)t[7], (float *)t[8]);
+    k1_enc_0_conv_bn_relu_1_conv((float *)t[11], (float *)t[12], (float *)t[18], (float *)t[9], (float *)t[14], (float *)t[15], (float *)t[16], (float *)t[17]);
     k2_x((float *)t[18], (float *)t[19]);
-    k3_enc_1_conv_bn_relu_conv((float *)t[21], (float *)t[22], (float *)t[19], (float *)t[24], (float *)t[25], (float *)t[26], (float *)t[27], (float *)t[28]);
-    k4_enc_1_conv_bn_relu_1_conv((float *)t[30], (float *)t[31], (float *)t[28], (float *)t[33], (float *)t[34], (float *)t[35], (float *)t[36], (float *)t[37]);
+    k3_enc_1_conv_bn_relu_conv((float *)t[21], (float *)t[22], (float *)t[28], (float *)t[19], (float *)t[24], (float *)t[25], (float *)t[26], (float *)t[27]);
+    k4_enc_1_conv_bn_relu_1_conv((float *)t[30], (float *)t[31], (float *)t[37], (float *)t[28], (float *)t[33], (float *)t[34], (float *)t[35], (float *)t[36]);
     k5_x_1((float *)t[37], (float *)t[38]);
-    k6_enc_2_conv_bn_relu_conv((float *)t[40], (float *)t[41], (float *)t[38], (float *)t[43], (float *)t[44], (float *)t[45], (float *)t[46], (float *)t[47]);
-    k7_enc_2_conv_bn_relu_1_conv((float *)t[49], (float *)t[50], (float *)t[47], (float *)t[52], (float *)t[53], (float *)t[54], (float *)t[55], (float *)t[56]);
+    k6_enc_2_conv_bn_relu_conv((float *)t[40], (float *)t[41], (float *)t[47], (float *)t[38], (float *)t[43], (float *)t[44], (float *)t[45], (float *)t[46]);
+    k7_enc_2_conv_bn_relu_1_conv((float *)t[49], (float *)t[50], (float *)t[56], (float *)t[47], (float *)t[52], (float *)t[53], (float *)t[54], (float *)t[55]);
     k8_x_2((float *)t[56], (float *)t[57]);
-    k9_enc_3_conv_bn_relu_conv((float *)t[59], (float *)t[60], (float *)t[57], (float *)t[62], (float *)t[63], (float *)t[64], (float *)t[65], (float *)t[66]);
-    k10_enc_3_conv_bn_relu_1_conv((float *)t[68], (float *)t[69], (float *)t[66], (float *)t[71], (float *)t[72], (float *)t[73], (float *)t[74], (float *)t[75]);
+    k9_enc_3_conv_bn_relu_conv((float *)t[59], (float *)t[60], (float *)t[66], (float *)t[57], (float *)t[62], (float *)t[63], (float *)t[64], (float *)t[65]);
+    k10_enc_3_conv_bn_relu_1_conv((float *)t[68], (float *)t[69], (float *)t[75], (float *)t[66], (float *)t[71], (float *)t[72], (float *)t[73], (float *)t[74]);
     k11_x_3((float *)t[75], (float *)t[76]);
-    k12_bottom_conv_bn_relu_conv((float *)t[78], (float *)t[79], (float *)t[76], (float *)t[81], (float *)t[82], (float *)t[83], (float *)t[84], (float *)t[85]);
-    k13_bottom_conv_bn_relu_1_conv((float *)t[87], (float *)t[88], (float *)t[85], (float *)t[90], (float *)t[91], (float *)t[92], (float *)t[93], (float *)t[94]);
+    k12_bottom_conv_bn_relu_conv((float *)t[78], (float *)t[79], (float *)t[85], (float *)t[76], (float *)t[81], (float *)t[82], (float *)t[83], (float *)t[84]);
+    k13_bottom_conv_bn_relu_1_conv((float *)t[87], (float *)t[88], (float *)t[94], (float *)t[85], (float *)t[90], (float *)t[91], (float *)t[92], (float *)t[93]);
     k14_up_3((float *)t[96], (float *)t[97], (float *)t[94], (float *)t[95]);
-    k15_dec_3_conv_bn_relu_conv((float *)t[100], (float *)t[101], (float *)t[95], (float *)t[75], (float *)t[103], (float *)t[104], (float *)t[105], (float *)t[106], (float *)t[107]);
-    k16_dec_3_conv_bn_relu_1_conv((float *)t[109], (float *)t[110], (float *)t[107], (float *)t[112], (float *)t[113], (float *)t[114], (float *)t[115], (float *)t[116]);
+    k15_dec_3_conv_bn_relu_conv((float *)t[100], (float *)t[101], (float *)t[107], (float *)t[95], (float *)t[75], (float *)t[103], (float *)t[104], (float *)t[105], (float *)t[106]);
+    k16_dec_3_conv_bn_relu_1_conv((float *)t[109], (float *)t[110], (float *)t[116], (float *)t[107], (float *)t[112], (float *)t[113], (float *)t[114], (float *)t[115]);
     k17_up_2((float *)t[118], (float *)t[119], (float *)t[116], (float *)t[117]);
-    k18_dec_2_conv_bn_relu_conv((float *)t[122], (float *)t[123], (float *)t[117], (float *)t[56], (float *)t[125], (float *)t[126], (float *)t[127], (float *)t[128], (float *)t[129]);
-    k19_dec_2_conv_bn_relu_1_conv((float *)t[131], (float *)t[132], (float *)t[129], (float *)t[134], (float *)t[135], (float *)t[136], (float *)t[137], (float *)t[138]);
+    k18_dec_2_conv_bn_relu_conv((float *)t[122], (float *)t[123], (float *)t[129], (float *)t[117], (float *)t[56], (float *)t[125], (float *)t[126], (float *)t[127], (float *)t[128]);
+    k19_dec_2_conv_bn_relu_1_conv((float *)t[131], (float *)t[132], (float *)t[138], (float *)t[129], (float *)t[134], (float *)t[135], (float *)t[136], (float *)t[137]);
     k20_up_1((float *)t[140], (float *)t[141], (float *)t[138], (float *)t[139]);
-    k21_dec_1_conv_bn_relu_conv((float *)t[144], (float *)t[145], (float *)t[139], (float *)t[37], (float *)t[147], (float *)t[148], (float *)t[149], (float *)t[150], (float *)t[151]);
-    k22_dec_1_conv_bn_relu_1_conv((float *)t[153], (float *)t[154], (float *)t[151], (float *)t[156], (float *)t[157], (float *)t[158], (float *)t[159], (float *)t[160]);
+    k21_dec_1_conv_bn_relu_conv((float *)t[144], (float *)t[145], (float *)t[151], (float *)t[139], (float *)t[37], (float *)t[147], (float *)t[148], (float *)t[149], (float *)t[150]);
+    k22_dec_1_conv_bn_relu_1_conv((float *)t[153], (float *)t[154], (float *)t[160], (float *)t[151], (float *)t[156], (float *)t[157], (float *)t[158], (float *)t[159]);
     k23_up_0((float *)t[162], (float *)t[163], (float *)t[160], (float *)t[161]);
-    k24_dec_0_conv_bn_relu_conv((float *)t[166], (float *)t[167], (float *)t[161], (float *)t[18], (float *)t[169], (float *)t[170], (float *)t[171], (float *)t[172], (float *)t[173]);
-    k25_dec_0_conv_bn_relu_1_conv((float *)t[175], (float *)t[176], (float *)t[173], (float *)t[178], (float *)t[179], (float *)t[180], (float *)t[181], (float *)t[182]);
-    k26_logits((float *)t[184], (float *)t[185], (float *)t[182], (float *)t[183]);
+    k24_dec_0_conv_bn_relu_conv((float *)t[166], (float *)t[167], (float *)t[173], (float *)t[161], (float *)t[18], (float *)t[169], (float *)t[170], (float *)t[171], (float *)t[172]);
+    k25_dec_0_conv_bn_relu_1_conv((float *)t[175], (float *)t[176], (float *)t[182], (float *)t[173], (float *)t[178], (float *)t[179], (float *)t[180], (float *)t[181]);
+    k26_logits((float *)t[184], (float *)t[185], (float *)t[183], (float *)t[182]);
 }
 

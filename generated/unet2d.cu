@@ -6,62 +6,88 @@ typedef int int32_t;
 #define NETC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define NETC_MAX(a, b) ((a) > (b) ? (a) : (b))
 
-/* conv kernel: enc.0.conv_bn_relu.conv enc.0.conv_bn_relu.batchnorm enc.0.conv_bn_relu.relu: 4194304 threads */
-extern "C" __global__ void __launch_bounds__(256) k0_enc_0_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ image, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu)
+/* conv kernel: enc.0.conv_bn_relu.conv enc.0.conv_bn_relu.batchnorm enc.0.conv_bn_relu.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k0_enc_0_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ image, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 4194304LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 256LL);
+    int64_t od1 = (int64_t)(netc_rem % 256LL);
     netc_rem /= 256LL;
-    int64_t i2 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    int64_t c1 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 1LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 256))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 256))) {
-                        acc4 = fmaf(image[(((((n0 + ((c1 / 64) + ci5)) * 256) + ((i2 - 1) + t6)) * 256) + ((j3 - 1) + t7))], weight[(((((c1 + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 256LL; ow2++) {
+        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
+    }
+    for (int64_t ci3 = 0; ci3 < 1LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
+                float wv5 = weight[(((((nco0 % 64) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 255LL; ow6++) {
+                    acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] += (image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[((((((nco0 % 64) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 256LL; ow8++) {
+                    acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] += (image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)] * wv7);
+                }
+                float wv9 = weight[((((((nco0 % 64) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 255LL; ow10++) {
+                    acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] += (image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu[((((((n0 * 64) + c1) * 256) + i2) * 256) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 256LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: enc.0.conv_bn_relu_1.conv enc.0.conv_bn_relu_1.batchnorm enc.0.conv_bn_relu_1.relu: 4194304 threads */
-extern "C" __global__ void __launch_bounds__(256) k1_enc_0_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: enc.0.conv_bn_relu_1.conv enc.0.conv_bn_relu_1.batchnorm enc.0.conv_bn_relu_1.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k1_enc_0_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 4194304LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 256LL);
+    int64_t od1 = (int64_t)(netc_rem % 256LL);
     netc_rem /= 256LL;
-    int64_t i2 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    int64_t c1 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 64LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 256))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 256))) {
-                        acc4 = fmaf(relu[((((((n0 * 64) + (((c1 / 64) * 64) + ci5)) * 256) + ((i2 - 1) + t6)) * 256) + ((j3 - 1) + t7))], weight[((((((c1 * 64) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 256LL; ow2++) {
+        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
+    }
+    for (int64_t ci3 = 0; ci3 < 64LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
+                float wv5 = weight[((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 255LL; ow6++) {
+                    acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] += (relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 256LL; ow8++) {
+                    acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] += (relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)] * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 255LL; ow10++) {
+                    acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] += (relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu_1[((((((n0 * 64) + c1) * 256) + i2) * 256) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 256LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* reduce kernel: x: 1048576 threads */
@@ -95,62 +121,88 @@ extern "C" __global__ void __launch_bounds__(256) k2_x(const float *__restrict__
     x[((((((n0 * 64) + c1) * 128) + i2) * 128) + j3)] = r11;
 }
 
-/* conv kernel: enc.1.conv_bn_relu.conv enc.1.conv_bn_relu.batchnorm enc.1.conv_bn_relu.relu: 2097152 threads */
-extern "C" __global__ void __launch_bounds__(256) k3_enc_1_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu)
+/* conv kernel: enc.1.conv_bn_relu.conv enc.1.conv_bn_relu.batchnorm enc.1.conv_bn_relu.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k3_enc_1_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ x, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 2097152LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 128LL);
+    int64_t od1 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t i2 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    int64_t c1 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 64LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 128))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 128))) {
-                        acc4 = fmaf(x[((((((n0 * 64) + (((c1 / 128) * 64) + ci5)) * 128) + ((i2 - 1) + t6)) * 128) + ((j3 - 1) + t7))], weight[((((((c1 * 64) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 128LL; ow2++) {
+        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
+    }
+    for (int64_t ci3 = 0; ci3 < 64LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
+                float wv5 = weight[((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 127LL; ow6++) {
+                    acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] += (x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 128LL; ow8++) {
+                    acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] += (x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)] * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 127LL; ow10++) {
+                    acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] += (x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu[((((((n0 * 128) + c1) * 128) + i2) * 128) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 128LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: enc.1.conv_bn_relu_1.conv enc.1.conv_bn_relu_1.batchnorm enc.1.conv_bn_relu_1.relu: 2097152 threads */
-extern "C" __global__ void __launch_bounds__(256) k4_enc_1_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: enc.1.conv_bn_relu_1.conv enc.1.conv_bn_relu_1.batchnorm enc.1.conv_bn_relu_1.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k4_enc_1_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 2097152LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 128LL);
+    int64_t od1 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t i2 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    int64_t c1 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 128LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 128))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 128))) {
-                        acc4 = fmaf(relu[((((((n0 * 128) + (((c1 / 128) * 128) + ci5)) * 128) + ((i2 - 1) + t6)) * 128) + ((j3 - 1) + t7))], weight[((((((c1 * 128) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 128LL; ow2++) {
+        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
+    }
+    for (int64_t ci3 = 0; ci3 < 128LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
+                float wv5 = weight[((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 127LL; ow6++) {
+                    acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] += (relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 128LL; ow8++) {
+                    acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] += (relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)] * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 127LL; ow10++) {
+                    acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] += (relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu_1[((((((n0 * 128) + c1) * 128) + i2) * 128) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 128LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* reduce kernel: x_1: 524288 threads */
@@ -184,62 +236,88 @@ extern "C" __global__ void __launch_bounds__(256) k5_x_1(const float *__restrict
     x_1[((((((n0 * 128) + c1) * 64) + i2) * 64) + j3)] = r11;
 }
 
-/* conv kernel: enc.2.conv_bn_relu.conv enc.2.conv_bn_relu.batchnorm enc.2.conv_bn_relu.relu: 1048576 threads */
-extern "C" __global__ void __launch_bounds__(256) k6_enc_2_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ x_1, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu)
+/* conv kernel: enc.2.conv_bn_relu.conv enc.2.conv_bn_relu.batchnorm enc.2.conv_bn_relu.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k6_enc_2_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ x_1, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 1048576LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 64LL);
+    int64_t od1 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t i2 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    int64_t c1 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 128LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 64))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 64))) {
-                        acc4 = fmaf(x_1[((((((n0 * 128) + (((c1 / 256) * 128) + ci5)) * 64) + ((i2 - 1) + t6)) * 64) + ((j3 - 1) + t7))], weight[((((((c1 * 128) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 64LL; ow2++) {
+        acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow2)] = bias[(nco0 % 256)];
+    }
+    for (int64_t ci3 = 0; ci3 < 128LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 64))) {
+                float wv5 = weight[((((((nco0 % 256) * 128) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 63LL; ow6++) {
+                    acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] += (x_1[(((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 256) * 128) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 64LL; ow8++) {
+                    acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow8)] += (x_1[(((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ow8)] * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 256) * 128) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 63LL; ow10++) {
+                    acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow10)] += (x_1[(((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu[((((((n0 * 256) + c1) * 64) + i2) * 64) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 64LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: enc.2.conv_bn_relu_1.conv enc.2.conv_bn_relu_1.batchnorm enc.2.conv_bn_relu_1.relu: 1048576 threads */
-extern "C" __global__ void __launch_bounds__(256) k7_enc_2_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: enc.2.conv_bn_relu_1.conv enc.2.conv_bn_relu_1.batchnorm enc.2.conv_bn_relu_1.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k7_enc_2_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 1048576LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 64LL);
+    int64_t od1 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t i2 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    int64_t c1 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 256LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 64))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 64))) {
-                        acc4 = fmaf(relu[((((((n0 * 256) + (((c1 / 256) * 256) + ci5)) * 64) + ((i2 - 1) + t6)) * 64) + ((j3 - 1) + t7))], weight[((((((c1 * 256) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 64LL; ow2++) {
+        acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow2)] = bias[(nco0 % 256)];
+    }
+    for (int64_t ci3 = 0; ci3 < 256LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 64))) {
+                float wv5 = weight[((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 63LL; ow6++) {
+                    acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] += (relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 64LL; ow8++) {
+                    acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow8)] += (relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ow8)] * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 63LL; ow10++) {
+                    acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow10)] += (relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu_1[((((((n0 * 256) + c1) * 64) + i2) * 64) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 64LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* reduce kernel: x_2: 262144 threads */
@@ -273,62 +351,88 @@ extern "C" __global__ void __launch_bounds__(256) k8_x_2(const float *__restrict
     x_2[((((((n0 * 256) + c1) * 32) + i2) * 32) + j3)] = r11;
 }
 
-/* conv kernel: enc.3.conv_bn_relu.conv enc.3.conv_bn_relu.batchnorm enc.3.conv_bn_relu.relu: 524288 threads */
-extern "C" __global__ void __launch_bounds__(256) k9_enc_3_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ x_2, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu)
+/* conv kernel: enc.3.conv_bn_relu.conv enc.3.conv_bn_relu.batchnorm enc.3.conv_bn_relu.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k9_enc_3_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ x_2, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 524288LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 32LL);
+    int64_t od1 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t i2 = (int64_t)(netc_rem % 32LL);
-    netc_rem /= 32LL;
-    int64_t c1 = (int64_t)(netc_rem % 512LL);
-    netc_rem /= 512LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 256LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 32))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 32))) {
-                        acc4 = fmaf(x_2[((((((n0 * 256) + (((c1 / 512) * 256) + ci5)) * 32) + ((i2 - 1) + t6)) * 32) + ((j3 - 1) + t7))], weight[((((((c1 * 256) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 32LL; ow2++) {
+        acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow2)] = bias[(nco0 % 512)];
+    }
+    for (int64_t ci3 = 0; ci3 < 256LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 32))) {
+                float wv5 = weight[((((((nco0 % 512) * 256) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 31LL; ow6++) {
+                    acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] += (x_2[(((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 512) * 256) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 32LL; ow8++) {
+                    acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow8)] += (x_2[(((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ow8)] * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 512) * 256) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 31LL; ow10++) {
+                    acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow10)] += (x_2[(((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu[((((((n0 * 512) + c1) * 32) + i2) * 32) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 32LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: enc.3.conv_bn_relu_1.conv enc.3.conv_bn_relu_1.batchnorm enc.3.conv_bn_relu_1.relu: 524288 threads */
-extern "C" __global__ void __launch_bounds__(256) k10_enc_3_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: enc.3.conv_bn_relu_1.conv enc.3.conv_bn_relu_1.batchnorm enc.3.conv_bn_relu_1.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k10_enc_3_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 524288LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 32LL);
+    int64_t od1 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t i2 = (int64_t)(netc_rem % 32LL);
-    netc_rem /= 32LL;
-    int64_t c1 = (int64_t)(netc_rem % 512LL);
-    netc_rem /= 512LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 512LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 32))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 32))) {
-                        acc4 = fmaf(relu[((((((n0 * 512) + (((c1 / 512) * 512) + ci5)) * 32) + ((i2 - 1) + t6)) * 32) + ((j3 - 1) + t7))], weight[((((((c1 * 512) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 32LL; ow2++) {
+        acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow2)] = bias[(nco0 % 512)];
+    }
+    for (int64_t ci3 = 0; ci3 < 512LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 32))) {
+                float wv5 = weight[((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 31LL; ow6++) {
+                    acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] += (relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 32LL; ow8++) {
+                    acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow8)] += (relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ow8)] * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 31LL; ow10++) {
+                    acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow10)] += (relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu_1[((((((n0 * 512) + c1) * 32) + i2) * 32) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 32LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* reduce kernel: x_3: 131072 threads */
@@ -362,62 +466,88 @@ extern "C" __global__ void __launch_bounds__(256) k11_x_3(const float *__restric
     x_3[((((((n0 * 512) + c1) * 16) + i2) * 16) + j3)] = r11;
 }
 
-/* conv kernel: bottom.conv_bn_relu.conv bottom.conv_bn_relu.batchnorm bottom.conv_bn_relu.relu: 262144 threads */
-extern "C" __global__ void __launch_bounds__(256) k12_bottom_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ x_3, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu)
+/* conv kernel: bottom.conv_bn_relu.conv bottom.conv_bn_relu.batchnorm bottom.conv_bn_relu.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k12_bottom_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ x_3, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 262144LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 16LL);
+    int64_t od1 = (int64_t)(netc_rem % 16LL);
     netc_rem /= 16LL;
-    int64_t i2 = (int64_t)(netc_rem % 16LL);
-    netc_rem /= 16LL;
-    int64_t c1 = (int64_t)(netc_rem % 1024LL);
-    netc_rem /= 1024LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 512LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 16))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 16))) {
-                        acc4 = fmaf(x_3[((((((n0 * 512) + (((c1 / 1024) * 512) + ci5)) * 16) + ((i2 - 1) + t6)) * 16) + ((j3 - 1) + t7))], weight[((((((c1 * 512) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 16LL; ow2++) {
+        acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow2)] = bias[(nco0 % 1024)];
+    }
+    for (int64_t ci3 = 0; ci3 < 512LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 16))) {
+                float wv5 = weight[((((((nco0 % 1024) * 512) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 15LL; ow6++) {
+                    acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + (ow6 + 1))] += (x_3[(((((((nco0 / 1024) * 512) + ((((nco0 % 1024) / 1024) * 512) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 1024) * 512) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 16LL; ow8++) {
+                    acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow8)] += (x_3[(((((((nco0 / 1024) * 512) + ((((nco0 % 1024) / 1024) * 512) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + ow8)] * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 1024) * 512) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 15LL; ow10++) {
+                    acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow10)] += (x_3[(((((((nco0 / 1024) * 512) + ((((nco0 % 1024) / 1024) * 512) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu[((((((n0 * 1024) + c1) * 16) + i2) * 16) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 16LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f))), (bn_bias[(nco0 % 1024)] - (running_mean[(nco0 % 1024)] * (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f))), (bn_bias[(nco0 % 1024)] - (running_mean[(nco0 % 1024)] * (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: bottom.conv_bn_relu_1.conv bottom.conv_bn_relu_1.batchnorm bottom.conv_bn_relu_1.relu: 262144 threads */
-extern "C" __global__ void __launch_bounds__(256) k13_bottom_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: bottom.conv_bn_relu_1.conv bottom.conv_bn_relu_1.batchnorm bottom.conv_bn_relu_1.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k13_bottom_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 262144LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 16LL);
+    int64_t od1 = (int64_t)(netc_rem % 16LL);
     netc_rem /= 16LL;
-    int64_t i2 = (int64_t)(netc_rem % 16LL);
-    netc_rem /= 16LL;
-    int64_t c1 = (int64_t)(netc_rem % 1024LL);
-    netc_rem /= 1024LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 1024LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 16))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 16))) {
-                        acc4 = fmaf(relu[((((((n0 * 1024) + (((c1 / 1024) * 1024) + ci5)) * 16) + ((i2 - 1) + t6)) * 16) + ((j3 - 1) + t7))], weight[((((((c1 * 1024) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 16LL; ow2++) {
+        acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow2)] = bias[(nco0 % 1024)];
+    }
+    for (int64_t ci3 = 0; ci3 < 1024LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 16))) {
+                float wv5 = weight[((((((nco0 % 1024) * 1024) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 15LL; ow6++) {
+                    acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + (ow6 + 1))] += (relu[(((((((nco0 / 1024) * 1024) + ((((nco0 % 1024) / 1024) * 1024) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 1024) * 1024) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 16LL; ow8++) {
+                    acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow8)] += (relu[(((((((nco0 / 1024) * 1024) + ((((nco0 % 1024) / 1024) * 1024) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + ow8)] * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 1024) * 1024) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 15LL; ow10++) {
+                    acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow10)] += (relu[(((((((nco0 / 1024) * 1024) + ((((nco0 % 1024) / 1024) * 1024) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu_1[((((((n0 * 1024) + c1) * 16) + i2) * 16) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 16LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f))), (bn_bias[(nco0 % 1024)] - (running_mean[(nco0 % 1024)] * (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f))), (bn_bias[(nco0 % 1024)] - (running_mean[(nco0 % 1024)] * (bn_weight[(nco0 % 1024)] / sqrtf((running_var[(nco0 % 1024)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* conv kernel: up.3: 524288 threads */
@@ -449,62 +579,88 @@ extern "C" __global__ void __launch_bounds__(256) k14_up_3(const float *__restri
     t[((((((n0 * 512) + c1) * 32) + i2) * 32) + j3)] = r8;
 }
 
-/* conv kernel: x_4 (inlined) dec.3.conv_bn_relu.conv dec.3.conv_bn_relu.batchnorm dec.3.conv_bn_relu.relu: 524288 threads */
-extern "C" __global__ void __launch_bounds__(256) k15_dec_3_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: x_4 (inlined) dec.3.conv_bn_relu.conv dec.3.conv_bn_relu.batchnorm dec.3.conv_bn_relu.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k15_dec_3_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 524288LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 32LL);
+    int64_t od1 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t i2 = (int64_t)(netc_rem % 32LL);
-    netc_rem /= 32LL;
-    int64_t c1 = (int64_t)(netc_rem % 512LL);
-    netc_rem /= 512LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 1024LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 32))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 32))) {
-                        acc4 = fmaf((((((c1 / 512) * 1024) + ci5) < 512) ? relu[((((((n0 * 512) + NETC_MIN(NETC_MAX((((c1 / 512) * 1024) + ci5), 0), 511)) * 32) + ((i2 - 1) + t6)) * 32) + ((j3 - 1) + t7))] : t[((((((n0 * 512) + NETC_MIN(NETC_MAX(((((c1 / 512) * 1024) + ci5) - 512), 0), 511)) * 32) + ((i2 - 1) + t6)) * 32) + ((j3 - 1) + t7))]), weight[((((((c1 * 1024) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 32LL; ow2++) {
+        acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow2)] = bias[(nco0 % 512)];
+    }
+    for (int64_t ci3 = 0; ci3 < 1024LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 32))) {
+                float wv5 = weight[((((((nco0 % 512) * 1024) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 31LL; ow6++) {
+                    acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] += (((((((nco0 % 512) / 512) * 1024) + ci3) < 512) ? relu[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX(((((nco0 % 512) / 512) * 1024) + ci3), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1LL)))] : t[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 512) / 512) * 1024) + ci3) - 512), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1LL)))]) * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 512) * 1024) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 32LL; ow8++) {
+                    acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow8)] += (((((((nco0 % 512) / 512) * 1024) + ci3) < 512) ? relu[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX(((((nco0 % 512) / 512) * 1024) + ci3), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + ow8)] : t[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 512) / 512) * 1024) + ci3) - 512), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + ow8)]) * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 512) * 1024) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 31LL; ow10++) {
+                    acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow10)] += (((((((nco0 % 512) / 512) * 1024) + ci3) < 512) ? relu[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX(((((nco0 % 512) / 512) * 1024) + ci3), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + (ow10 + 1))] : t[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 512) / 512) * 1024) + ci3) - 512), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + (ow10 + 1))]) * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu_1[((((((n0 * 512) + c1) * 32) + i2) * 32) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 32LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: dec.3.conv_bn_relu_1.conv dec.3.conv_bn_relu_1.batchnorm dec.3.conv_bn_relu_1.relu: 524288 threads */
-extern "C" __global__ void __launch_bounds__(256) k16_dec_3_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: dec.3.conv_bn_relu_1.conv dec.3.conv_bn_relu_1.batchnorm dec.3.conv_bn_relu_1.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k16_dec_3_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 524288LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 32LL);
+    int64_t od1 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t i2 = (int64_t)(netc_rem % 32LL);
-    netc_rem /= 32LL;
-    int64_t c1 = (int64_t)(netc_rem % 512LL);
-    netc_rem /= 512LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 512LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 32))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 32))) {
-                        acc4 = fmaf(relu[((((((n0 * 512) + (((c1 / 512) * 512) + ci5)) * 32) + ((i2 - 1) + t6)) * 32) + ((j3 - 1) + t7))], weight[((((((c1 * 512) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 32LL; ow2++) {
+        acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow2)] = bias[(nco0 % 512)];
+    }
+    for (int64_t ci3 = 0; ci3 < 512LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 32))) {
+                float wv5 = weight[((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 31LL; ow6++) {
+                    acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] += (relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 32LL; ow8++) {
+                    acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow8)] += (relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ow8)] * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 31LL; ow10++) {
+                    acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow10)] += (relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu_1[((((((n0 * 512) + c1) * 32) + i2) * 32) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 32LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* conv kernel: up.2: 1048576 threads */
@@ -536,62 +692,88 @@ extern "C" __global__ void __launch_bounds__(256) k17_up_2(const float *__restri
     t[((((((n0 * 256) + c1) * 64) + i2) * 64) + j3)] = r8;
 }
 
-/* conv kernel: x_5 (inlined) dec.2.conv_bn_relu.conv dec.2.conv_bn_relu.batchnorm dec.2.conv_bn_relu.relu: 1048576 threads */
-extern "C" __global__ void __launch_bounds__(256) k18_dec_2_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: x_5 (inlined) dec.2.conv_bn_relu.conv dec.2.conv_bn_relu.batchnorm dec.2.conv_bn_relu.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k18_dec_2_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 1048576LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 64LL);
+    int64_t od1 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t i2 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    int64_t c1 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 512LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 64))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 64))) {
-                        acc4 = fmaf((((((c1 / 256) * 512) + ci5) < 256) ? relu[((((((n0 * 256) + NETC_MIN(NETC_MAX((((c1 / 256) * 512) + ci5), 0), 255)) * 64) + ((i2 - 1) + t6)) * 64) + ((j3 - 1) + t7))] : t[((((((n0 * 256) + NETC_MIN(NETC_MAX(((((c1 / 256) * 512) + ci5) - 256), 0), 255)) * 64) + ((i2 - 1) + t6)) * 64) + ((j3 - 1) + t7))]), weight[((((((c1 * 512) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 64LL; ow2++) {
+        acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow2)] = bias[(nco0 % 256)];
+    }
+    for (int64_t ci3 = 0; ci3 < 512LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 64))) {
+                float wv5 = weight[((((((nco0 % 256) * 512) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 63LL; ow6++) {
+                    acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] += (((((((nco0 % 256) / 256) * 512) + ci3) < 256) ? relu[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 512) + ci3), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1LL)))] : t[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 512) + ci3) - 256), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1LL)))]) * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 256) * 512) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 64LL; ow8++) {
+                    acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow8)] += (((((((nco0 % 256) / 256) * 512) + ci3) < 256) ? relu[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 512) + ci3), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + ow8)] : t[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 512) + ci3) - 256), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + ow8)]) * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 256) * 512) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 63LL; ow10++) {
+                    acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow10)] += (((((((nco0 % 256) / 256) * 512) + ci3) < 256) ? relu[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 512) + ci3), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + (ow10 + 1))] : t[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 512) + ci3) - 256), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + (ow10 + 1))]) * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu_1[((((((n0 * 256) + c1) * 64) + i2) * 64) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 64LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: dec.2.conv_bn_relu_1.conv dec.2.conv_bn_relu_1.batchnorm dec.2.conv_bn_relu_1.relu: 1048576 threads */
-extern "C" __global__ void __launch_bounds__(256) k19_dec_2_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: dec.2.conv_bn_relu_1.conv dec.2.conv_bn_relu_1.batchnorm dec.2.conv_bn_relu_1.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k19_dec_2_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 1048576LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 64LL);
+    int64_t od1 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t i2 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    int64_t c1 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 256LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 64))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 64))) {
-                        acc4 = fmaf(relu[((((((n0 * 256) + (((c1 / 256) * 256) + ci5)) * 64) + ((i2 - 1) + t6)) * 64) + ((j3 - 1) + t7))], weight[((((((c1 * 256) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 64LL; ow2++) {
+        acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow2)] = bias[(nco0 % 256)];
+    }
+    for (int64_t ci3 = 0; ci3 < 256LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 64))) {
+                float wv5 = weight[((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 63LL; ow6++) {
+                    acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] += (relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 64LL; ow8++) {
+                    acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow8)] += (relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ow8)] * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 63LL; ow10++) {
+                    acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow10)] += (relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu_1[((((((n0 * 256) + c1) * 64) + i2) * 64) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 64LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* conv kernel: up.1: 2097152 threads */
@@ -623,62 +805,88 @@ extern "C" __global__ void __launch_bounds__(256) k20_up_1(const float *__restri
     t[((((((n0 * 128) + c1) * 128) + i2) * 128) + j3)] = r8;
 }
 
-/* conv kernel: x_6 (inlined) dec.1.conv_bn_relu.conv dec.1.conv_bn_relu.batchnorm dec.1.conv_bn_relu.relu: 2097152 threads */
-extern "C" __global__ void __launch_bounds__(256) k21_dec_1_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: x_6 (inlined) dec.1.conv_bn_relu.conv dec.1.conv_bn_relu.batchnorm dec.1.conv_bn_relu.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k21_dec_1_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 2097152LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 128LL);
+    int64_t od1 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t i2 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    int64_t c1 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 256LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 128))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 128))) {
-                        acc4 = fmaf((((((c1 / 128) * 256) + ci5) < 128) ? relu[((((((n0 * 128) + NETC_MIN(NETC_MAX((((c1 / 128) * 256) + ci5), 0), 127)) * 128) + ((i2 - 1) + t6)) * 128) + ((j3 - 1) + t7))] : t[((((((n0 * 128) + NETC_MIN(NETC_MAX(((((c1 / 128) * 256) + ci5) - 128), 0), 127)) * 128) + ((i2 - 1) + t6)) * 128) + ((j3 - 1) + t7))]), weight[((((((c1 * 256) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 128LL; ow2++) {
+        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
+    }
+    for (int64_t ci3 = 0; ci3 < 256LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
+                float wv5 = weight[((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 127LL; ow6++) {
+                    acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] += (((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1LL)))] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1LL)))]) * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 128LL; ow8++) {
+                    acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] += (((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)]) * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 127LL; ow10++) {
+                    acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] += (((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))]) * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu_1[((((((n0 * 128) + c1) * 128) + i2) * 128) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 128LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: dec.1.conv_bn_relu_1.conv dec.1.conv_bn_relu_1.batchnorm dec.1.conv_bn_relu_1.relu: 2097152 threads */
-extern "C" __global__ void __launch_bounds__(256) k22_dec_1_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: dec.1.conv_bn_relu_1.conv dec.1.conv_bn_relu_1.batchnorm dec.1.conv_bn_relu_1.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k22_dec_1_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 2097152LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 128LL);
+    int64_t od1 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t i2 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    int64_t c1 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 128LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 128))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 128))) {
-                        acc4 = fmaf(relu[((((((n0 * 128) + (((c1 / 128) * 128) + ci5)) * 128) + ((i2 - 1) + t6)) * 128) + ((j3 - 1) + t7))], weight[((((((c1 * 128) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 128LL; ow2++) {
+        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
+    }
+    for (int64_t ci3 = 0; ci3 < 128LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
+                float wv5 = weight[((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 127LL; ow6++) {
+                    acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] += (relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 128LL; ow8++) {
+                    acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] += (relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)] * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 127LL; ow10++) {
+                    acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] += (relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu_1[((((((n0 * 128) + c1) * 128) + i2) * 128) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 128LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* conv kernel: up.0: 4194304 threads */
@@ -710,87 +918,120 @@ extern "C" __global__ void __launch_bounds__(256) k23_up_0(const float *__restri
     t[((((((n0 * 64) + c1) * 256) + i2) * 256) + j3)] = r8;
 }
 
-/* conv kernel: x_7 (inlined) dec.0.conv_bn_relu.conv dec.0.conv_bn_relu.batchnorm dec.0.conv_bn_relu.relu: 4194304 threads */
-extern "C" __global__ void __launch_bounds__(256) k24_dec_0_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: x_7 (inlined) dec.0.conv_bn_relu.conv dec.0.conv_bn_relu.batchnorm dec.0.conv_bn_relu.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k24_dec_0_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 4194304LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 256LL);
+    int64_t od1 = (int64_t)(netc_rem % 256LL);
     netc_rem /= 256LL;
-    int64_t i2 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    int64_t c1 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 128LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 256))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 256))) {
-                        acc4 = fmaf((((((c1 / 64) * 128) + ci5) < 64) ? relu[((((((n0 * 64) + NETC_MIN(NETC_MAX((((c1 / 64) * 128) + ci5), 0), 63)) * 256) + ((i2 - 1) + t6)) * 256) + ((j3 - 1) + t7))] : t[((((((n0 * 64) + NETC_MIN(NETC_MAX(((((c1 / 64) * 128) + ci5) - 64), 0), 63)) * 256) + ((i2 - 1) + t6)) * 256) + ((j3 - 1) + t7))]), weight[((((((c1 * 128) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 256LL; ow2++) {
+        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
+    }
+    for (int64_t ci3 = 0; ci3 < 128LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
+                float wv5 = weight[((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 255LL; ow6++) {
+                    acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] += (((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1LL)))] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1LL)))]) * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 256LL; ow8++) {
+                    acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] += (((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)]) * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 255LL; ow10++) {
+                    acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] += (((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))]) * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu_1[((((((n0 * 64) + c1) * 256) + i2) * 256) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 256LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: dec.0.conv_bn_relu_1.conv dec.0.conv_bn_relu_1.batchnorm dec.0.conv_bn_relu_1.relu: 4194304 threads */
-extern "C" __global__ void __launch_bounds__(256) k25_dec_0_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: dec.0.conv_bn_relu_1.conv dec.0.conv_bn_relu_1.batchnorm dec.0.conv_bn_relu_1.relu: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k25_dec_0_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 4194304LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 256LL);
+    int64_t od1 = (int64_t)(netc_rem % 256LL);
     netc_rem /= 256LL;
-    int64_t i2 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    int64_t c1 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 64LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 3LL; t6++) {
-            if (((0 <= ((i2 - 1) + t6)) && (((i2 - 1) + t6) < 256))) {
-                for (int64_t t7 = 0; t7 < 3LL; t7++) {
-                    if (((0 <= ((j3 - 1) + t7)) && (((j3 - 1) + t7) < 256))) {
-                        acc4 = fmaf(relu[((((((n0 * 64) + (((c1 / 64) * 64) + ci5)) * 256) + ((i2 - 1) + t6)) * 256) + ((j3 - 1) + t7))], weight[((((((c1 * 64) + ci5) * 3) + t6) * 3) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 256LL; ow2++) {
+        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
+    }
+    for (int64_t ci3 = 0; ci3 < 64LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 3LL; t4++) {
+            if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
+                float wv5 = weight[((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 255LL; ow6++) {
+                    acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] += (relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1LL)))] * wv5);
+                }
+                float wv7 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 1)];
+                /* vectorize */
+                for (int64_t ow8 = 0; ow8 < 256LL; ow8++) {
+                    acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] += (relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)] * wv7);
+                }
+                float wv9 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 2)];
+                /* vectorize */
+                for (int64_t ow10 = 0; ow10 < 255LL; ow10++) {
+                    acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] += (relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))] * wv9);
                 }
             }
         }
     }
-    float r8 = acc4;
-    relu_1[((((((n0 * 64) + c1) * 256) + i2) * 256) + j3)] = ((0.0f < fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r8, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow11 = 0; ow11 < 256LL; ow11++) {
+        float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
+        float r13 = y12;
+        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: logits: 131072 threads */
-extern "C" __global__ void __launch_bounds__(256) k26_logits(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, float *__restrict__ logits)
+/* conv kernel: logits: 512 threads */
+extern "C" __global__ void __launch_bounds__(256) k26_logits(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 131072LL) return;
+    if (netc_idx >= 512LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 256LL);
+    int64_t od1 = (int64_t)(netc_rem % 256LL);
     netc_rem /= 256LL;
-    int64_t i2 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    int64_t c1 = (int64_t)(netc_rem % 2LL);
-    netc_rem /= 2LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 64LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 1LL; t6++) {
-            for (int64_t t7 = 0; t7 < 1LL; t7++) {
-                acc4 = fmaf(relu[((((((n0 * 64) + (((c1 / 2) * 64) + ci5)) * 256) + (i2 + t6)) * 256) + (j3 + t7))], weight[((((c1 * 64) + ci5) + t6) + t7)], acc4);
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow2 = 0; ow2 < 256LL; ow2++) {
+        acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 2)];
+    }
+    for (int64_t ci3 = 0; ci3 < 64LL; ci3++) {
+        for (int64_t t4 = 0; t4 < 1LL; t4++) {
+            if (((0 <= (od1 + t4)) && ((od1 + t4) < 256))) {
+                float wv5 = weight[((((nco0 % 2) * 64) + ci3) + t4)];
+                /* vectorize */
+                for (int64_t ow6 = 0; ow6 < 256LL; ow6++) {
+                    acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow6)] += (relu[(((((((nco0 / 2) * 64) + ((((nco0 % 2) / 2) * 64) + ci3)) * 256) + (od1 + t4)) * 256) + ow6)] * wv5);
+                }
             }
         }
     }
-    float r8 = acc4;
-    logits[((((((n0 * 2) + c1) * 256) + i2) * 256) + j3)] = r8;
+    /* vectorize */
+    for (int64_t ow7 = 0; ow7 < 256LL; ow7++) {
+        float y8 = acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow7)];
+        float r9 = y8;
+        acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow7)] = r9;
+    }
 }
 
 /* Launch table (host side).  The runtime launches, per entry and in order, each
@@ -800,32 +1041,32 @@ extern "C" __global__ void __launch_bounds__(256) k26_logits(const float *__rest
  *
  * static const struct { const char *name; long long total; int block; long long grid;
  *                      int nparams; int params[9]; } netc_forward_launches[] = {
- *     { "k0_enc_0_conv_bn_relu_conv", 4194304, 256, 16384, 8, { 2, 3, 0, 5, 6, 7, 8, 9 } },
- *     { "k1_enc_0_conv_bn_relu_1_conv", 4194304, 256, 16384, 8, { 11, 12, 9, 14, 15, 16, 17, 18 } },
+ *     { "k0_enc_0_conv_bn_relu_conv", 16384, 256, 64, 8, { 2, 3, 9, 0, 5, 6, 7, 8 } },
+ *     { "k1_enc_0_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 11, 12, 18, 9, 14, 15, 16, 17 } },
  *     { "k2_x", 1048576, 256, 4096, 2, { 18, 19 } },
- *     { "k3_enc_1_conv_bn_relu_conv", 2097152, 256, 8192, 8, { 21, 22, 19, 24, 25, 26, 27, 28 } },
- *     { "k4_enc_1_conv_bn_relu_1_conv", 2097152, 256, 8192, 8, { 30, 31, 28, 33, 34, 35, 36, 37 } },
+ *     { "k3_enc_1_conv_bn_relu_conv", 16384, 256, 64, 8, { 21, 22, 28, 19, 24, 25, 26, 27 } },
+ *     { "k4_enc_1_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 30, 31, 37, 28, 33, 34, 35, 36 } },
  *     { "k5_x_1", 524288, 256, 2048, 2, { 37, 38 } },
- *     { "k6_enc_2_conv_bn_relu_conv", 1048576, 256, 4096, 8, { 40, 41, 38, 43, 44, 45, 46, 47 } },
- *     { "k7_enc_2_conv_bn_relu_1_conv", 1048576, 256, 4096, 8, { 49, 50, 47, 52, 53, 54, 55, 56 } },
+ *     { "k6_enc_2_conv_bn_relu_conv", 16384, 256, 64, 8, { 40, 41, 47, 38, 43, 44, 45, 46 } },
+ *     { "k7_enc_2_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 49, 50, 56, 47, 52, 53, 54, 55 } },
  *     { "k8_x_2", 262144, 256, 1024, 2, { 56, 57 } },
- *     { "k9_enc_3_conv_bn_relu_conv", 524288, 256, 2048, 8, { 59, 60, 57, 62, 63, 64, 65, 66 } },
- *     { "k10_enc_3_conv_bn_relu_1_conv", 524288, 256, 2048, 8, { 68, 69, 66, 71, 72, 73, 74, 75 } },
+ *     { "k9_enc_3_conv_bn_relu_conv", 16384, 256, 64, 8, { 59, 60, 66, 57, 62, 63, 64, 65 } },
+ *     { "k10_enc_3_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 68, 69, 75, 66, 71, 72, 73, 74 } },
  *     { "k11_x_3", 131072, 256, 512, 2, { 75, 76 } },
- *     { "k12_bottom_conv_bn_relu_conv", 262144, 256, 1024, 8, { 78, 79, 76, 81, 82, 83, 84, 85 } },
- *     { "k13_bottom_conv_bn_relu_1_conv", 262144, 256, 1024, 8, { 87, 88, 85, 90, 91, 92, 93, 94 } },
+ *     { "k12_bottom_conv_bn_relu_conv", 16384, 256, 64, 8, { 78, 79, 85, 76, 81, 82, 83, 84 } },
+ *     { "k13_bottom_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 87, 88, 94, 85, 90, 91, 92, 93 } },
  *     { "k14_up_3", 524288, 256, 2048, 4, { 96, 97, 94, 95 } },
- *     { "k15_dec_3_conv_bn_relu_conv", 524288, 256, 2048, 9, { 100, 101, 95, 75, 103, 104, 105, 106, 107 } },
- *     { "k16_dec_3_conv_bn_relu_1_conv", 524288, 256, 2048, 8, { 109, 110, 107, 112, 113, 114, 115, 116 } },
+ *     { "k15_dec_3_conv_bn_relu_conv", 16384, 256, 64, 9, { 100, 101, 107, 95, 75, 103, 104, 105, 106 } },
+ *     { "k16_dec_3_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 109, 110, 116, 107, 112, 113, 114, 115 } },
  *     { "k17_up_2", 1048576, 256, 4096, 4, { 118, 119, 116, 117 } },
- *     { "k18_dec_2_conv_bn_relu_conv", 1048576, 256, 4096, 9, { 122, 123, 117, 56, 125, 126, 127, 128, 129 } },
- *     { "k19_dec_2_conv_bn_relu_1_conv", 1048576, 256, 4096, 8, { 131, 132, 129, 134, 135, 136, 137, 138 } },
+ *     { "k18_dec_2_conv_bn_relu_conv", 16384, 256, 64, 9, { 122, 123, 129, 117, 56, 125, 126, 127, 128 } },
+ *     { "k19_dec_2_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 131, 132, 138, 129, 134, 135, 136, 137 } },
  *     { "k20_up_1", 2097152, 256, 8192, 4, { 140, 141, 138, 139 } },
- *     { "k21_dec_1_conv_bn_relu_conv", 2097152, 256, 8192, 9, { 144, 145, 139, 37, 147, 148, 149, 150, 151 } },
- *     { "k22_dec_1_conv_bn_relu_1_conv", 2097152, 256, 8192, 8, { 153, 154, 151, 156, 157, 158, 159, 160 } },
+ *     { "k21_dec_1_conv_bn_relu_conv", 16384, 256, 64, 9, { 144, 145, 151, 139, 37, 147, 148, 149, 150 } },
+ *     { "k22_dec_1_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 153, 154, 160, 151, 156, 157, 158, 159 } },
  *     { "k23_up_0", 4194304, 256, 16384, 4, { 162, 163, 160, 161 } },
- *     { "k24_dec_0_conv_bn_relu_conv", 4194304, 256, 16384, 9, { 166, 167, 161, 18, 169, 170, 171, 172, 173 } },
- *     { "k25_dec_0_conv_bn_relu_1_conv", 4194304, 256, 16384, 8, { 175, 176, 173, 178, 179, 180, 181, 182 } },
- *     { "k26_logits", 131072, 256, 512, 4, { 184, 185, 182, 183 } },
+ *     { "k24_dec_0_conv_bn_relu_conv", 16384, 256, 64, 9, { 166, 167, 173, 161, 18, 169, 170, 171, 172 } },
+ *     { "k25_dec_0_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 175, 176, 182, 173, 178, 179, 180, 181 } },
+ *     { "k26_logits", 512, 256, 2, 4, { 184, 185, 183, 182 } },
  * };
  */

@@ -7,42 +7,54 @@
 #define NETC_MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* conv kernel: enc.0.conv_bn_relu.conv enc.0.conv_bn_relu.batchnorm enc.0.conv_bn_relu.relu */
-static void k0_enc_0_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict image, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu)
+static void k0_enc_0_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict image, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)image;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 32; c1++) {
-            for (int64_t i2 = 0; i2 < 128; i2++) {
-                for (int64_t j3 = 0; j3 < 128; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 128; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 1; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 128))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 128))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 128))) {
-                                                    acc5 = fmaf(image[(((((((n0 + ((c1 / 32) + ci6)) * 128) + ((i2 - 1) + t7)) * 128) + ((j3 - 1) + t8)) * 128) + ((k4 - 1) + t9))], weight[(((((((c1 + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 32; nco0++) {
+        for (int64_t od1 = 0; od1 < 128; od1++) {
+            for (int64_t oh2 = 0; oh2 < 128; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 128; ow3++) {
+                    acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 32)];
+                }
+                for (int64_t ci4 = 0; ci4 < 1; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
+                                    float wv7 = weight[(((((((nco0 % 32) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 127; ow8++) {
+                                        acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] += (image[((((((((nco0 / 32) + (((nco0 % 32) / 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))] * wv7);
+                                    }
+                                    float wv9 = weight[((((((((nco0 % 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 128; ow10++) {
+                                        acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow10)] += (image[((((((((nco0 / 32) + (((nco0 % 32) / 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)] * wv9);
+                                    }
+                                    float wv11 = weight[((((((((nco0 % 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 127; ow12++) {
+                                        acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow12)] += (image[((((((((nco0 / 32) + (((nco0 % 32) / 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))] * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu[((((((((n0 * 32) + c1) * 128) + i2) * 128) + j3) * 128) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 128; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f))), (bn_bias[(nco0 % 32)] - (running_mean[(nco0 % 32)] * (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f))), (bn_bias[(nco0 % 32)] - (running_mean[(nco0 % 32)] * (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -50,42 +62,54 @@ static void k0_enc_0_conv_bn_relu_conv(const float *restrict weight, const float
 }
 
 /* conv kernel: enc.0.conv_bn_relu_1.conv enc.0.conv_bn_relu_1.batchnorm enc.0.conv_bn_relu_1.relu */
-static void k1_enc_0_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k1_enc_0_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 64; c1++) {
-            for (int64_t i2 = 0; i2 < 128; i2++) {
-                for (int64_t j3 = 0; j3 < 128; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 128; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 32; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 128))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 128))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 128))) {
-                                                    acc5 = fmaf(relu[((((((((n0 * 32) + (((c1 / 64) * 32) + ci6)) * 128) + ((i2 - 1) + t7)) * 128) + ((j3 - 1) + t8)) * 128) + ((k4 - 1) + t9))], weight[((((((((c1 * 32) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
+        for (int64_t od1 = 0; od1 < 128; od1++) {
+            for (int64_t oh2 = 0; oh2 < 128; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 128; ow3++) {
+                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 64)];
+                }
+                for (int64_t ci4 = 0; ci4 < 32; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
+                                    float wv7 = weight[((((((((nco0 % 64) * 32) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 127; ow8++) {
+                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] += (relu[(((((((((nco0 / 64) * 32) + ((((nco0 % 64) / 64) * 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))] * wv7);
+                                    }
+                                    float wv9 = weight[(((((((((nco0 % 64) * 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 128; ow10++) {
+                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)] += (relu[(((((((((nco0 / 64) * 32) + ((((nco0 % 64) / 64) * 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)] * wv9);
+                                    }
+                                    float wv11 = weight[(((((((((nco0 % 64) * 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 127; ow12++) {
+                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)] += (relu[(((((((((nco0 / 64) * 32) + ((((nco0 % 64) / 64) * 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))] * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu_1[((((((((n0 * 64) + c1) * 128) + i2) * 128) + j3) * 128) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 128; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -134,42 +158,54 @@ static void k2_x(const float *restrict relu, float *restrict x)
 }
 
 /* conv kernel: enc.1.conv_bn_relu.conv enc.1.conv_bn_relu.batchnorm enc.1.conv_bn_relu.relu */
-static void k3_enc_1_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict x, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu)
+static void k3_enc_1_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)x;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 64; c1++) {
-            for (int64_t i2 = 0; i2 < 64; i2++) {
-                for (int64_t j3 = 0; j3 < 64; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 64; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 64; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 64))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 64))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 64))) {
-                                                    acc5 = fmaf(x[((((((((n0 * 64) + (((c1 / 64) * 64) + ci6)) * 64) + ((i2 - 1) + t7)) * 64) + ((j3 - 1) + t8)) * 64) + ((k4 - 1) + t9))], weight[((((((((c1 * 64) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
+        for (int64_t od1 = 0; od1 < 64; od1++) {
+            for (int64_t oh2 = 0; oh2 < 64; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 64; ow3++) {
+                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 64)];
+                }
+                for (int64_t ci4 = 0; ci4 < 64; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
+                                    float wv7 = weight[((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 63; ow8++) {
+                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] += (x[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))] * wv7);
+                                    }
+                                    float wv9 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 64; ow10++) {
+                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow10)] += (x[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)] * wv9);
+                                    }
+                                    float wv11 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 63; ow12++) {
+                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow12)] += (x[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))] * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu[((((((((n0 * 64) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 64; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -177,42 +213,54 @@ static void k3_enc_1_conv_bn_relu_conv(const float *restrict weight, const float
 }
 
 /* conv kernel: enc.1.conv_bn_relu_1.conv enc.1.conv_bn_relu_1.batchnorm enc.1.conv_bn_relu_1.relu */
-static void k4_enc_1_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k4_enc_1_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 128; c1++) {
-            for (int64_t i2 = 0; i2 < 64; i2++) {
-                for (int64_t j3 = 0; j3 < 64; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 64; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 64; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 64))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 64))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 64))) {
-                                                    acc5 = fmaf(relu[((((((((n0 * 64) + (((c1 / 128) * 64) + ci6)) * 64) + ((i2 - 1) + t7)) * 64) + ((j3 - 1) + t8)) * 64) + ((k4 - 1) + t9))], weight[((((((((c1 * 64) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
+        for (int64_t od1 = 0; od1 < 64; od1++) {
+            for (int64_t oh2 = 0; oh2 < 64; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 64; ow3++) {
+                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 128)];
+                }
+                for (int64_t ci4 = 0; ci4 < 64; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
+                                    float wv7 = weight[((((((((nco0 % 128) * 64) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 63; ow8++) {
+                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] += (relu[(((((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))] * wv7);
+                                    }
+                                    float wv9 = weight[(((((((((nco0 % 128) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 64; ow10++) {
+                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)] += (relu[(((((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)] * wv9);
+                                    }
+                                    float wv11 = weight[(((((((((nco0 % 128) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 63; ow12++) {
+                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)] += (relu[(((((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))] * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu_1[((((((((n0 * 128) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 64; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -261,42 +309,54 @@ static void k5_x_1(const float *restrict relu, float *restrict x_1)
 }
 
 /* conv kernel: enc.2.conv_bn_relu.conv enc.2.conv_bn_relu.batchnorm enc.2.conv_bn_relu.relu */
-static void k6_enc_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict x_1, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu)
+static void k6_enc_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x_1, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)x_1;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 128; c1++) {
-            for (int64_t i2 = 0; i2 < 32; i2++) {
-                for (int64_t j3 = 0; j3 < 32; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 32; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 128; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 32))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 32))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 32))) {
-                                                    acc5 = fmaf(x_1[((((((((n0 * 128) + (((c1 / 128) * 128) + ci6)) * 32) + ((i2 - 1) + t7)) * 32) + ((j3 - 1) + t8)) * 32) + ((k4 - 1) + t9))], weight[((((((((c1 * 128) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
+        for (int64_t od1 = 0; od1 < 32; od1++) {
+            for (int64_t oh2 = 0; oh2 < 32; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 32; ow3++) {
+                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow3)] = bias[(nco0 % 128)];
+                }
+                for (int64_t ci4 = 0; ci4 < 128; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 32))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 32))) {
+                                    float wv7 = weight[((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 31; ow8++) {
+                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + (ow8 + 1))] += (x_1[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ((ow8 + 1) + (-1)))] * wv7);
+                                    }
+                                    float wv9 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 32; ow10++) {
+                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow10)] += (x_1[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ow10)] * wv9);
+                                    }
+                                    float wv11 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 31; ow12++) {
+                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow12)] += (x_1[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + (ow12 + 1))] * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu[((((((((n0 * 128) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 32; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -304,42 +364,54 @@ static void k6_enc_2_conv_bn_relu_conv(const float *restrict weight, const float
 }
 
 /* conv kernel: enc.2.conv_bn_relu_1.conv enc.2.conv_bn_relu_1.batchnorm enc.2.conv_bn_relu_1.relu */
-static void k7_enc_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k7_enc_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 256; c1++) {
-            for (int64_t i2 = 0; i2 < 32; i2++) {
-                for (int64_t j3 = 0; j3 < 32; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 32; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 128; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 32))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 32))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 32))) {
-                                                    acc5 = fmaf(relu[((((((((n0 * 128) + (((c1 / 256) * 128) + ci6)) * 32) + ((i2 - 1) + t7)) * 32) + ((j3 - 1) + t8)) * 32) + ((k4 - 1) + t9))], weight[((((((((c1 * 128) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+        for (int64_t od1 = 0; od1 < 32; od1++) {
+            for (int64_t oh2 = 0; oh2 < 32; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 32; ow3++) {
+                    acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow3)] = bias[(nco0 % 256)];
+                }
+                for (int64_t ci4 = 0; ci4 < 128; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 32))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 32))) {
+                                    float wv7 = weight[((((((((nco0 % 256) * 128) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 31; ow8++) {
+                                        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + (ow8 + 1))] += (relu[(((((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ((ow8 + 1) + (-1)))] * wv7);
+                                    }
+                                    float wv9 = weight[(((((((((nco0 % 256) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 32; ow10++) {
+                                        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow10)] += (relu[(((((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ow10)] * wv9);
+                                    }
+                                    float wv11 = weight[(((((((((nco0 % 256) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 31; ow12++) {
+                                        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow12)] += (relu[(((((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + (ow12 + 1))] * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu_1[((((((((n0 * 256) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 32; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -388,42 +460,54 @@ static void k8_x_2(const float *restrict relu, float *restrict x_2)
 }
 
 /* conv kernel: bottom.conv_bn_relu.conv bottom.conv_bn_relu.batchnorm bottom.conv_bn_relu.relu */
-static void k9_bottom_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict x_2, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu)
+static void k9_bottom_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x_2, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)x_2;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 256; c1++) {
-            for (int64_t i2 = 0; i2 < 16; i2++) {
-                for (int64_t j3 = 0; j3 < 16; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 16; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 256; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 16))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 16))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 16))) {
-                                                    acc5 = fmaf(x_2[((((((((n0 * 256) + (((c1 / 256) * 256) + ci6)) * 16) + ((i2 - 1) + t7)) * 16) + ((j3 - 1) + t8)) * 16) + ((k4 - 1) + t9))], weight[((((((((c1 * 256) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+        for (int64_t od1 = 0; od1 < 16; od1++) {
+            for (int64_t oh2 = 0; oh2 < 16; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 16; ow3++) {
+                    acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 16) + od1) * 16) + oh2) * 16) + ow3)] = bias[(nco0 % 256)];
+                }
+                for (int64_t ci4 = 0; ci4 < 256; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 16))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 16))) {
+                                    float wv7 = weight[((((((((nco0 % 256) * 256) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 15; ow8++) {
+                                        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 16) + od1) * 16) + oh2) * 16) + (ow8 + 1))] += (x_2[(((((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci4)) * 16) + ((od1 - 1) + t5)) * 16) + ((oh2 - 1) + t6)) * 16) + ((ow8 + 1) + (-1)))] * wv7);
+                                    }
+                                    float wv9 = weight[(((((((((nco0 % 256) * 256) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 16; ow10++) {
+                                        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 16) + od1) * 16) + oh2) * 16) + ow10)] += (x_2[(((((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci4)) * 16) + ((od1 - 1) + t5)) * 16) + ((oh2 - 1) + t6)) * 16) + ow10)] * wv9);
+                                    }
+                                    float wv11 = weight[(((((((((nco0 % 256) * 256) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 15; ow12++) {
+                                        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 16) + od1) * 16) + oh2) * 16) + ow12)] += (x_2[(((((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci4)) * 16) + ((od1 - 1) + t5)) * 16) + ((oh2 - 1) + t6)) * 16) + (ow12 + 1))] * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu[((((((((n0 * 256) + c1) * 16) + i2) * 16) + j3) * 16) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 16; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 16) + od1) * 16) + oh2) * 16) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 16) + od1) * 16) + oh2) * 16) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -431,42 +515,54 @@ static void k9_bottom_conv_bn_relu_conv(const float *restrict weight, const floa
 }
 
 /* conv kernel: bottom.conv_bn_relu_1.conv bottom.conv_bn_relu_1.batchnorm bottom.conv_bn_relu_1.relu */
-static void k10_bottom_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k10_bottom_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 512; c1++) {
-            for (int64_t i2 = 0; i2 < 16; i2++) {
-                for (int64_t j3 = 0; j3 < 16; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 16; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 256; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 16))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 16))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 16))) {
-                                                    acc5 = fmaf(relu[((((((((n0 * 256) + (((c1 / 512) * 256) + ci6)) * 16) + ((i2 - 1) + t7)) * 16) + ((j3 - 1) + t8)) * 16) + ((k4 - 1) + t9))], weight[((((((((c1 * 256) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 512; nco0++) {
+        for (int64_t od1 = 0; od1 < 16; od1++) {
+            for (int64_t oh2 = 0; oh2 < 16; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 16; ow3++) {
+                    acc[(((((((((nco0 / 512) * 512) + (nco0 % 512)) * 16) + od1) * 16) + oh2) * 16) + ow3)] = bias[(nco0 % 512)];
+                }
+                for (int64_t ci4 = 0; ci4 < 256; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 16))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 16))) {
+                                    float wv7 = weight[((((((((nco0 % 512) * 256) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 15; ow8++) {
+                                        acc[(((((((((nco0 / 512) * 512) + (nco0 % 512)) * 16) + od1) * 16) + oh2) * 16) + (ow8 + 1))] += (relu[(((((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci4)) * 16) + ((od1 - 1) + t5)) * 16) + ((oh2 - 1) + t6)) * 16) + ((ow8 + 1) + (-1)))] * wv7);
+                                    }
+                                    float wv9 = weight[(((((((((nco0 % 512) * 256) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 16; ow10++) {
+                                        acc[(((((((((nco0 / 512) * 512) + (nco0 % 512)) * 16) + od1) * 16) + oh2) * 16) + ow10)] += (relu[(((((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci4)) * 16) + ((od1 - 1) + t5)) * 16) + ((oh2 - 1) + t6)) * 16) + ow10)] * wv9);
+                                    }
+                                    float wv11 = weight[(((((((((nco0 % 512) * 256) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 15; ow12++) {
+                                        acc[(((((((((nco0 / 512) * 512) + (nco0 % 512)) * 16) + od1) * 16) + oh2) * 16) + ow12)] += (relu[(((((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci4)) * 16) + ((od1 - 1) + t5)) * 16) + ((oh2 - 1) + t6)) * 16) + (ow12 + 1))] * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu_1[((((((((n0 * 512) + c1) * 16) + i2) * 16) + j3) * 16) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 16; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 512) * 512) + (nco0 % 512)) * 16) + od1) * 16) + oh2) * 16) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 512) * 512) + (nco0 % 512)) * 16) + od1) * 16) + oh2) * 16) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -513,43 +609,55 @@ static void k11_up_2(const float *restrict weight, const float *restrict bias, c
 }
 
 /* conv kernel: x_3 (inlined) dec.2.conv_bn_relu.conv dec.2.conv_bn_relu.batchnorm dec.2.conv_bn_relu.relu */
-static void k12_dec_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k12_dec_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)t;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 256; c1++) {
-            for (int64_t i2 = 0; i2 < 32; i2++) {
-                for (int64_t j3 = 0; j3 < 32; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 32; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 768; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 32))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 32))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 32))) {
-                                                    acc5 = fmaf((((((c1 / 256) * 768) + ci6) < 256) ? relu[((((((((n0 * 256) + NETC_MIN(NETC_MAX((((c1 / 256) * 768) + ci6), 0), 255)) * 32) + ((i2 - 1) + t7)) * 32) + ((j3 - 1) + t8)) * 32) + ((k4 - 1) + t9))] : t[((((((((n0 * 512) + NETC_MIN(NETC_MAX(((((c1 / 256) * 768) + ci6) - 256), 0), 511)) * 32) + ((i2 - 1) + t7)) * 32) + ((j3 - 1) + t8)) * 32) + ((k4 - 1) + t9))]), weight[((((((((c1 * 768) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+        for (int64_t od1 = 0; od1 < 32; od1++) {
+            for (int64_t oh2 = 0; oh2 < 32; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 32; ow3++) {
+                    acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow3)] = bias[(nco0 % 256)];
+                }
+                for (int64_t ci4 = 0; ci4 < 768; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 32))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 32))) {
+                                    float wv7 = weight[((((((((nco0 % 256) * 768) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 31; ow8++) {
+                                        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + (ow8 + 1))] += (((((((nco0 % 256) / 256) * 768) + ci4) < 256) ? relu[(((((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 768) + ci4), 0), 255)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ((ow8 + 1) + (-1)))] : t[(((((((((nco0 / 256) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 768) + ci4) - 256), 0), 511)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ((ow8 + 1) + (-1)))]) * wv7);
+                                    }
+                                    float wv9 = weight[(((((((((nco0 % 256) * 768) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 32; ow10++) {
+                                        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow10)] += (((((((nco0 % 256) / 256) * 768) + ci4) < 256) ? relu[(((((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 768) + ci4), 0), 255)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ow10)] : t[(((((((((nco0 / 256) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 768) + ci4) - 256), 0), 511)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ow10)]) * wv9);
+                                    }
+                                    float wv11 = weight[(((((((((nco0 % 256) * 768) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 31; ow12++) {
+                                        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow12)] += (((((((nco0 % 256) / 256) * 768) + ci4) < 256) ? relu[(((((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 768) + ci4), 0), 255)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + (ow12 + 1))] : t[(((((((((nco0 / 256) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 768) + ci4) - 256), 0), 511)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + (ow12 + 1))]) * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu_1[((((((((n0 * 256) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 32; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -557,42 +665,54 @@ static void k12_dec_2_conv_bn_relu_conv(const float *restrict weight, const floa
 }
 
 /* conv kernel: dec.2.conv_bn_relu_1.conv dec.2.conv_bn_relu_1.batchnorm dec.2.conv_bn_relu_1.relu */
-static void k13_dec_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k13_dec_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 256; c1++) {
-            for (int64_t i2 = 0; i2 < 32; i2++) {
-                for (int64_t j3 = 0; j3 < 32; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 32; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 256; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 32))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 32))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 32))) {
-                                                    acc5 = fmaf(relu[((((((((n0 * 256) + (((c1 / 256) * 256) + ci6)) * 32) + ((i2 - 1) + t7)) * 32) + ((j3 - 1) + t8)) * 32) + ((k4 - 1) + t9))], weight[((((((((c1 * 256) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+        for (int64_t od1 = 0; od1 < 32; od1++) {
+            for (int64_t oh2 = 0; oh2 < 32; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 32; ow3++) {
+                    acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow3)] = bias[(nco0 % 256)];
+                }
+                for (int64_t ci4 = 0; ci4 < 256; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 32))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 32))) {
+                                    float wv7 = weight[((((((((nco0 % 256) * 256) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 31; ow8++) {
+                                        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + (ow8 + 1))] += (relu[(((((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ((ow8 + 1) + (-1)))] * wv7);
+                                    }
+                                    float wv9 = weight[(((((((((nco0 % 256) * 256) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 32; ow10++) {
+                                        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow10)] += (relu[(((((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ow10)] * wv9);
+                                    }
+                                    float wv11 = weight[(((((((((nco0 % 256) * 256) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 31; ow12++) {
+                                        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow12)] += (relu[(((((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + (ow12 + 1))] * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu_1[((((((((n0 * 256) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 32; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -639,43 +759,55 @@ static void k14_up_1(const float *restrict weight, const float *restrict bias, c
 }
 
 /* conv kernel: x_4 (inlined) dec.1.conv_bn_relu.conv dec.1.conv_bn_relu.batchnorm dec.1.conv_bn_relu.relu */
-static void k15_dec_1_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k15_dec_1_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)t;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 128; c1++) {
-            for (int64_t i2 = 0; i2 < 64; i2++) {
-                for (int64_t j3 = 0; j3 < 64; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 64; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 384; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 64))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 64))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 64))) {
-                                                    acc5 = fmaf((((((c1 / 128) * 384) + ci6) < 128) ? relu[((((((((n0 * 128) + NETC_MIN(NETC_MAX((((c1 / 128) * 384) + ci6), 0), 127)) * 64) + ((i2 - 1) + t7)) * 64) + ((j3 - 1) + t8)) * 64) + ((k4 - 1) + t9))] : t[((((((((n0 * 256) + NETC_MIN(NETC_MAX(((((c1 / 128) * 384) + ci6) - 128), 0), 255)) * 64) + ((i2 - 1) + t7)) * 64) + ((j3 - 1) + t8)) * 64) + ((k4 - 1) + t9))]), weight[((((((((c1 * 384) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
+        for (int64_t od1 = 0; od1 < 64; od1++) {
+            for (int64_t oh2 = 0; oh2 < 64; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 64; ow3++) {
+                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 128)];
+                }
+                for (int64_t ci4 = 0; ci4 < 384; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
+                                    float wv7 = weight[((((((((nco0 % 128) * 384) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 63; ow8++) {
+                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] += (((((((nco0 % 128) / 128) * 384) + ci4) < 128) ? relu[(((((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 384) + ci4), 0), 127)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))] : t[(((((((((nco0 / 128) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 384) + ci4) - 128), 0), 255)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))]) * wv7);
+                                    }
+                                    float wv9 = weight[(((((((((nco0 % 128) * 384) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 64; ow10++) {
+                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)] += (((((((nco0 % 128) / 128) * 384) + ci4) < 128) ? relu[(((((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 384) + ci4), 0), 127)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)] : t[(((((((((nco0 / 128) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 384) + ci4) - 128), 0), 255)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)]) * wv9);
+                                    }
+                                    float wv11 = weight[(((((((((nco0 % 128) * 384) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 63; ow12++) {
+                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)] += (((((((nco0 % 128) / 128) * 384) + ci4) < 128) ? relu[(((((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 384) + ci4), 0), 127)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))] : t[(((((((((nco0 / 128) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 384) + ci4) - 128), 0), 255)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))]) * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu_1[((((((((n0 * 128) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 64; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -683,42 +815,54 @@ static void k15_dec_1_conv_bn_relu_conv(const float *restrict weight, const floa
 }
 
 /* conv kernel: dec.1.conv_bn_relu_1.conv dec.1.conv_bn_relu_1.batchnorm dec.1.conv_bn_relu_1.relu */
-static void k16_dec_1_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k16_dec_1_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 128; c1++) {
-            for (int64_t i2 = 0; i2 < 64; i2++) {
-                for (int64_t j3 = 0; j3 < 64; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 64; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 128; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 64))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 64))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 64))) {
-                                                    acc5 = fmaf(relu[((((((((n0 * 128) + (((c1 / 128) * 128) + ci6)) * 64) + ((i2 - 1) + t7)) * 64) + ((j3 - 1) + t8)) * 64) + ((k4 - 1) + t9))], weight[((((((((c1 * 128) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
+        for (int64_t od1 = 0; od1 < 64; od1++) {
+            for (int64_t oh2 = 0; oh2 < 64; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 64; ow3++) {
+                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 128)];
+                }
+                for (int64_t ci4 = 0; ci4 < 128; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
+                                    float wv7 = weight[((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 63; ow8++) {
+                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] += (relu[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))] * wv7);
+                                    }
+                                    float wv9 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 64; ow10++) {
+                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)] += (relu[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)] * wv9);
+                                    }
+                                    float wv11 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 63; ow12++) {
+                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)] += (relu[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))] * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu_1[((((((((n0 * 128) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 64; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -765,43 +909,55 @@ static void k17_up_0(const float *restrict weight, const float *restrict bias, c
 }
 
 /* conv kernel: x_5 (inlined) dec.0.conv_bn_relu.conv dec.0.conv_bn_relu.batchnorm dec.0.conv_bn_relu.relu */
-static void k18_dec_0_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k18_dec_0_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)t;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 64; c1++) {
-            for (int64_t i2 = 0; i2 < 128; i2++) {
-                for (int64_t j3 = 0; j3 < 128; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 128; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 192; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 128))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 128))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 128))) {
-                                                    acc5 = fmaf((((((c1 / 64) * 192) + ci6) < 64) ? relu[((((((((n0 * 64) + NETC_MIN(NETC_MAX((((c1 / 64) * 192) + ci6), 0), 63)) * 128) + ((i2 - 1) + t7)) * 128) + ((j3 - 1) + t8)) * 128) + ((k4 - 1) + t9))] : t[((((((((n0 * 128) + NETC_MIN(NETC_MAX(((((c1 / 64) * 192) + ci6) - 64), 0), 127)) * 128) + ((i2 - 1) + t7)) * 128) + ((j3 - 1) + t8)) * 128) + ((k4 - 1) + t9))]), weight[((((((((c1 * 192) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
+        for (int64_t od1 = 0; od1 < 128; od1++) {
+            for (int64_t oh2 = 0; oh2 < 128; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 128; ow3++) {
+                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 64)];
+                }
+                for (int64_t ci4 = 0; ci4 < 192; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
+                                    float wv7 = weight[((((((((nco0 % 64) * 192) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 127; ow8++) {
+                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] += (((((((nco0 % 64) / 64) * 192) + ci4) < 64) ? relu[(((((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 192) + ci4), 0), 63)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))] : t[(((((((((nco0 / 64) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 192) + ci4) - 64), 0), 127)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))]) * wv7);
+                                    }
+                                    float wv9 = weight[(((((((((nco0 % 64) * 192) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 128; ow10++) {
+                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)] += (((((((nco0 % 64) / 64) * 192) + ci4) < 64) ? relu[(((((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 192) + ci4), 0), 63)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)] : t[(((((((((nco0 / 64) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 192) + ci4) - 64), 0), 127)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)]) * wv9);
+                                    }
+                                    float wv11 = weight[(((((((((nco0 % 64) * 192) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 127; ow12++) {
+                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)] += (((((((nco0 % 64) / 64) * 192) + ci4) < 64) ? relu[(((((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 192) + ci4), 0), 63)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))] : t[(((((((((nco0 / 64) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 192) + ci4) - 64), 0), 127)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))]) * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu_1[((((((((n0 * 64) + c1) * 128) + i2) * 128) + j3) * 128) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 128; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -809,42 +965,54 @@ static void k18_dec_0_conv_bn_relu_conv(const float *restrict weight, const floa
 }
 
 /* conv kernel: dec.0.conv_bn_relu_1.conv dec.0.conv_bn_relu_1.batchnorm dec.0.conv_bn_relu_1.relu */
-static void k19_dec_0_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var, float *restrict relu_1)
+static void k19_dec_0_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    (void)relu_1;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 64; c1++) {
-            for (int64_t i2 = 0; i2 < 128; i2++) {
-                for (int64_t j3 = 0; j3 < 128; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 128; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 64; ci6++) {
-                            for (int64_t t7 = 0; t7 < 3; t7++) {
-                                if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 128))) {
-                                    for (int64_t t8 = 0; t8 < 3; t8++) {
-                                        if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 128))) {
-                                            for (int64_t t9 = 0; t9 < 3; t9++) {
-                                                if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 128))) {
-                                                    acc5 = fmaf(relu[((((((((n0 * 64) + (((c1 / 64) * 64) + ci6)) * 128) + ((i2 - 1) + t7)) * 128) + ((j3 - 1) + t8)) * 128) + ((k4 - 1) + t9))], weight[((((((((c1 * 64) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
+        for (int64_t od1 = 0; od1 < 128; od1++) {
+            for (int64_t oh2 = 0; oh2 < 128; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 128; ow3++) {
+                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 64)];
+                }
+                for (int64_t ci4 = 0; ci4 < 64; ci4++) {
+                    for (int64_t t5 = 0; t5 < 3; t5++) {
+                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
+                            for (int64_t t6 = 0; t6 < 3; t6++) {
+                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
+                                    float wv7 = weight[((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 127; ow8++) {
+                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] += (relu[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))] * wv7);
+                                    }
+                                    float wv9 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                    /* vectorize */
+                                    for (int64_t ow10 = 0; ow10 < 128; ow10++) {
+                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)] += (relu[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)] * wv9);
+                                    }
+                                    float wv11 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                    /* vectorize */
+                                    for (int64_t ow12 = 0; ow12 < 127; ow12++) {
+                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)] += (relu[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))] * wv11);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        relu_1[((((((((n0 * 64) + c1) * 128) + i2) * 128) + j3) * 128) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
                     }
+                }
+                /* vectorize */
+                for (int64_t ow13 = 0; ow13 < 128; ow13++) {
+                    float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
+                    float r15 = y14;
+                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
                 }
             }
         }
@@ -852,32 +1020,40 @@ static void k19_dec_0_conv_bn_relu_1_conv(const float *restrict weight, const fl
 }
 
 /* conv kernel: logits */
-static void k20_logits(const float *restrict weight, const float *restrict bias, const float *restrict relu, float *restrict logits)
+static void k20_logits(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
-    (void)logits;
     /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 2; c1++) {
-            for (int64_t i2 = 0; i2 < 128; i2++) {
-                for (int64_t j3 = 0; j3 < 128; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 128; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 64; ci6++) {
-                            for (int64_t t7 = 0; t7 < 1; t7++) {
-                                for (int64_t t8 = 0; t8 < 1; t8++) {
-                                    for (int64_t t9 = 0; t9 < 1; t9++) {
-                                        acc5 = fmaf(relu[((((((((n0 * 64) + (((c1 / 2) * 64) + ci6)) * 128) + (i2 + t7)) * 128) + (j3 + t8)) * 128) + (k4 + t9))], weight[(((((c1 * 64) + ci6) + t7) + t8) + t9)], acc5);
+    for (int64_t nco0 = 0; nco0 < 2; nco0++) {
+        for (int64_t od1 = 0; od1 < 128; od1++) {
+            for (int64_t oh2 = 0; oh2 < 128; oh2++) {
+                /* vectorize */
+                for (int64_t ow3 = 0; ow3 < 128; ow3++) {
+                    acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 2)];
+                }
+                for (int64_t ci4 = 0; ci4 < 64; ci4++) {
+                    for (int64_t t5 = 0; t5 < 1; t5++) {
+                        if (((0 <= (od1 + t5)) && ((od1 + t5) < 128))) {
+                            for (int64_t t6 = 0; t6 < 1; t6++) {
+                                if (((0 <= (oh2 + t6)) && ((oh2 + t6) < 128))) {
+                                    float wv7 = weight[(((((nco0 % 2) * 64) + ci4) + t5) + t6)];
+                                    /* vectorize */
+                                    for (int64_t ow8 = 0; ow8 < 128; ow8++) {
+                                        acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow8)] += (relu[(((((((((nco0 / 2) * 64) + ((((nco0 % 2) / 2) * 64) + ci4)) * 128) + (od1 + t5)) * 128) + (oh2 + t6)) * 128) + ow8)] * wv7);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        logits[((((((((n0 * 2) + c1) * 128) + i2) * 128) + j3) * 128) + k4)] = r10;
                     }
+                }
+                /* vectorize */
+                for (int64_t ow9 = 0; ow9 < 128; ow9++) {
+                    float y10 = acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow9)];
+                    float r11 = y10;
+                    acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow9)] = r11;
                 }
             }
         }
@@ -887,26 +1063,26 @@ static void k20_logits(const float *restrict weight, const float *restrict bias,
 void netc_forward(void **t);
 void netc_forward(void **t)
 {
-    k0_enc_0_conv_bn_relu_conv((float *)t[2], (float *)t[3], (float *)t[0], (float *)t[5], (float *)t[6], (float *)t[7], (float *)t[8], (float *)t[9]);
-    k1_enc_0_conv_bn_relu_1_conv((float *)t[11], (float *)t[12], (float *)t[9], (float *)t[14], (float *)t[15], (float *)t[16], (float *)t[17], (float *)t[18]);
+    k0_enc_0_conv_bn_relu_conv((float *)t[2], (float *)t[3], (float *)t[9], (float *)t[0], (float *)t[5], (float *)t[6], (float *)t[7], (float *)t[8]);
+    k1_enc_0_conv_bn_relu_1_conv((float *)t[11], (float *)t[12], (float *)t[18], (float *)t[9], (float *)t[14], (float *)t[15], (float *)t[16], (float *)t[17]);
     k2_x((float *)t[18], (float *)t[19]);
-    k3_enc_1_conv_bn_relu_conv((float *)t[21], (float *)t[22], (float *)t[19], (float *)t[24], (float *)t[25], (float *)t[26], (float *)t[27], (float *)t[28]);
-    k4_enc_1_conv_bn_relu_1_conv((float *)t[30], (float *)t[31], (float *)t[28], (float *)t[33], (float *)t[34], (float *)t[35], (float *)t[36], (float *)t[37]);
+    k3_enc_1_conv_bn_relu_conv((float *)t[21], (float *)t[22], (float *)t[28], (float *)t[19], (float *)t[24], (float *)t[25], (float *)t[26], (float *)t[27]);
+    k4_enc_1_conv_bn_relu_1_conv((float *)t[30], (float *)t[31], (float *)t[37], (float *)t[28], (float *)t[33], (float *)t[34], (float *)t[35], (float *)t[36]);
     k5_x_1((float *)t[37], (float *)t[38]);
-    k6_enc_2_conv_bn_relu_conv((float *)t[40], (float *)t[41], (float *)t[38], (float *)t[43], (float *)t[44], (float *)t[45], (float *)t[46], (float *)t[47]);
-    k7_enc_2_conv_bn_relu_1_conv((float *)t[49], (float *)t[50], (float *)t[47], (float *)t[52], (float *)t[53], (float *)t[54], (float *)t[55], (float *)t[56]);
+    k6_enc_2_conv_bn_relu_conv((float *)t[40], (float *)t[41], (float *)t[47], (float *)t[38], (float *)t[43], (float *)t[44], (float *)t[45], (float *)t[46]);
+    k7_enc_2_conv_bn_relu_1_conv((float *)t[49], (float *)t[50], (float *)t[56], (float *)t[47], (float *)t[52], (float *)t[53], (float *)t[54], (float *)t[55]);
     k8_x_2((float *)t[56], (float *)t[57]);
-    k9_bottom_conv_bn_relu_conv((float *)t[59], (float *)t[60], (float *)t[57], (float *)t[62], (float *)t[63], (float *)t[64], (float *)t[65], (float *)t[66]);
-    k10_bottom_conv_bn_relu_1_conv((float *)t[68], (float *)t[69], (float *)t[66], (float *)t[71], (float *)t[72], (float *)t[73], (float *)t[74], (float *)t[75]);
+    k9_bottom_conv_bn_relu_conv((float *)t[59], (float *)t[60], (float *)t[66], (float *)t[57], (float *)t[62], (float *)t[63], (float *)t[64], (float *)t[65]);
+    k10_bottom_conv_bn_relu_1_conv((float *)t[68], (float *)t[69], (float *)t[75], (float *)t[66], (float *)t[71], (float *)t[72], (float *)t[73], (float *)t[74]);
     k11_up_2((float *)t[77], (float *)t[78], (float *)t[75], (float *)t[76]);
-    k12_dec_2_conv_bn_relu_conv((float *)t[81], (float *)t[82], (float *)t[76], (float *)t[56], (float *)t[84], (float *)t[85], (float *)t[86], (float *)t[87], (float *)t[88]);
-    k13_dec_2_conv_bn_relu_1_conv((float *)t[90], (float *)t[91], (float *)t[88], (float *)t[93], (float *)t[94], (float *)t[95], (float *)t[96], (float *)t[97]);
+    k12_dec_2_conv_bn_relu_conv((float *)t[81], (float *)t[82], (float *)t[88], (float *)t[76], (float *)t[56], (float *)t[84], (float *)t[85], (float *)t[86], (float *)t[87]);
+    k13_dec_2_conv_bn_relu_1_conv((float *)t[90], (float *)t[91], (float *)t[97], (float *)t[88], (float *)t[93], (float *)t[94], (float *)t[95], (float *)t[96]);
     k14_up_1((float *)t[99], (float *)t[100], (float *)t[97], (float *)t[98]);
-    k15_dec_1_conv_bn_relu_conv((float *)t[103], (float *)t[104], (float *)t[98], (float *)t[37], (float *)t[106], (float *)t[107], (float *)t[108], (float *)t[109], (float *)t[110]);
-    k16_dec_1_conv_bn_relu_1_conv((float *)t[112], (float *)t[113], (float *)t[110], (float *)t[115], (float *)t[116], (float *)t[117], (float *)t[118], (float *)t[119]);
+    k15_dec_1_conv_bn_relu_conv((float *)t[103], (float *)t[104], (float *)t[110], (float *)t[98], (float *)t[37], (float *)t[106], (float *)t[107], (float *)t[108], (float *)t[109]);
+    k16_dec_1_conv_bn_relu_1_conv((float *)t[112], (float *)t[113], (float *)t[119], (float *)t[110], (float *)t[115], (float *)t[116], (float *)t[117], (float *)t[118]);
     k17_up_0((float *)t[121], (float *)t[122], (float *)t[119], (float *)t[120]);
-    k18_dec_0_conv_bn_relu_conv((float *)t[125], (float *)t[126], (float *)t[120], (float *)t[18], (float *)t[128], (float *)t[129], (float *)t[130], (float *)t[131], (float *)t[132]);
-    k19_dec_0_conv_bn_relu_1_conv((float *)t[134], (float *)t[135], (float *)t[132], (float *)t[137], (float *)t[138], (float *)t[139], (float *)t[140], (float *)t[141]);
-    k20_logits((float *)t[143], (float *)t[144], (float *)t[141], (float *)t[142]);
+    k18_dec_0_conv_bn_relu_conv((float *)t[125], (float *)t[126], (float *)t[132], (float *)t[120], (float *)t[18], (float *)t[128], (float *)t[129], (float *)t[130], (float *)t[131]);
+    k19_dec_0_conv_bn_relu_1_conv((float *)t[134], (float *)t[135], (float *)t[141], (float *)t[132], (float *)t[137], (float *)t[138], (float *)t[139], (float *)t[140]);
+    k20_logits((float *)t[143], (float *)t[144], (float *)t[142], (float *)t[141]);
 }
 

@@ -6,74 +6,100 @@ typedef int int32_t;
 #define NETC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define NETC_MAX(a, b) ((a) > (b) ? (a) : (b))
 
-/* conv kernel: enc.0.conv_bn_relu.conv enc.0.conv_bn_relu.batchnorm enc.0.conv_bn_relu.relu: 67108864 threads */
-extern "C" __global__ void __launch_bounds__(256) k0_enc_0_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ image, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu)
+/* conv kernel: enc.0.conv_bn_relu.conv enc.0.conv_bn_relu.batchnorm enc.0.conv_bn_relu.relu: 524288 threads */
+extern "C" __global__ void __launch_bounds__(256) k0_enc_0_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ image, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 67108864LL) return;
+    if (netc_idx >= 524288LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 128LL);
+    int64_t oh2 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t j3 = (int64_t)(netc_rem % 128LL);
+    int64_t od1 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t i2 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    int64_t c1 = (int64_t)(netc_rem % 32LL);
-    netc_rem /= 32LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 1LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 128))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 128))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 128))) {
-                                acc5 = fmaf(image[(((((((n0 + ((c1 / 32) + ci6)) * 128) + ((i2 - 1) + t7)) * 128) + ((j3 - 1) + t8)) * 128) + ((k4 - 1) + t9))], weight[(((((((c1 + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 128LL; ow3++) {
+        acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 32)];
+    }
+    for (int64_t ci4 = 0; ci4 < 1LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
+                        float wv7 = weight[(((((((nco0 % 32) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 127LL; ow8++) {
+                            acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] += (image[((((((((nco0 / 32) + (((nco0 % 32) / 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1LL)))] * wv7);
+                        }
+                        float wv9 = weight[((((((((nco0 % 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 128LL; ow10++) {
+                            acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow10)] += (image[((((((((nco0 / 32) + (((nco0 % 32) / 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)] * wv9);
+                        }
+                        float wv11 = weight[((((((((nco0 % 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 127LL; ow12++) {
+                            acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow12)] += (image[((((((((nco0 / 32) + (((nco0 % 32) / 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))] * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu[((((((((n0 * 32) + c1) * 128) + i2) * 128) + j3) * 128) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 128LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f))), (bn_bias[(nco0 % 32)] - (running_mean[(nco0 % 32)] * (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f))), (bn_bias[(nco0 % 32)] - (running_mean[(nco0 % 32)] * (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: enc.0.conv_bn_relu_1.conv enc.0.conv_bn_relu_1.batchnorm enc.0.conv_bn_relu_1.relu: 134217728 threads */
-extern "C" __global__ void __launch_bounds__(256) k1_enc_0_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: enc.0.conv_bn_relu_1.conv enc.0.conv_bn_relu_1.batchnorm enc.0.conv_bn_relu_1.relu: 1048576 threads */
+extern "C" __global__ void __launch_bounds__(256) k1_enc_0_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 134217728LL) return;
+    if (netc_idx >= 1048576LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 128LL);
+    int64_t oh2 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t j3 = (int64_t)(netc_rem % 128LL);
+    int64_t od1 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t i2 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    int64_t c1 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 32LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 128))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 128))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 128))) {
-                                acc5 = fmaf(relu[((((((((n0 * 32) + (((c1 / 64) * 32) + ci6)) * 128) + ((i2 - 1) + t7)) * 128) + ((j3 - 1) + t8)) * 128) + ((k4 - 1) + t9))], weight[((((((((c1 * 32) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 128LL; ow3++) {
+        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 64)];
+    }
+    for (int64_t ci4 = 0; ci4 < 32LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
+                        float wv7 = weight[((((((((nco0 % 64) * 32) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 127LL; ow8++) {
+                            acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] += (relu[(((((((((nco0 / 64) * 32) + ((((nco0 % 64) / 64) * 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1LL)))] * wv7);
+                        }
+                        float wv9 = weight[(((((((((nco0 % 64) * 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 128LL; ow10++) {
+                            acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)] += (relu[(((((((((nco0 / 64) * 32) + ((((nco0 % 64) / 64) * 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)] * wv9);
+                        }
+                        float wv11 = weight[(((((((((nco0 % 64) * 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 127LL; ow12++) {
+                            acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)] += (relu[(((((((((nco0 / 64) * 32) + ((((nco0 % 64) / 64) * 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))] * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu_1[((((((((n0 * 64) + c1) * 128) + i2) * 128) + j3) * 128) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 128LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* reduce kernel: x: 16777216 threads */
@@ -115,74 +141,100 @@ extern "C" __global__ void __launch_bounds__(256) k2_x(const float *__restrict__
     x[((((((((n0 * 64) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = r15;
 }
 
-/* conv kernel: enc.1.conv_bn_relu.conv enc.1.conv_bn_relu.batchnorm enc.1.conv_bn_relu.relu: 16777216 threads */
-extern "C" __global__ void __launch_bounds__(256) k3_enc_1_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ x, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu)
+/* conv kernel: enc.1.conv_bn_relu.conv enc.1.conv_bn_relu.batchnorm enc.1.conv_bn_relu.relu: 262144 threads */
+extern "C" __global__ void __launch_bounds__(256) k3_enc_1_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ x, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 16777216LL) return;
+    if (netc_idx >= 262144LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 64LL);
+    int64_t oh2 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t j3 = (int64_t)(netc_rem % 64LL);
+    int64_t od1 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t i2 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    int64_t c1 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 64LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 64))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 64))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 64))) {
-                                acc5 = fmaf(x[((((((((n0 * 64) + (((c1 / 64) * 64) + ci6)) * 64) + ((i2 - 1) + t7)) * 64) + ((j3 - 1) + t8)) * 64) + ((k4 - 1) + t9))], weight[((((((((c1 * 64) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 64LL; ow3++) {
+        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 64)];
+    }
+    for (int64_t ci4 = 0; ci4 < 64LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
+                        float wv7 = weight[((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 63LL; ow8++) {
+                            acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] += (x[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1LL)))] * wv7);
+                        }
+                        float wv9 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 64LL; ow10++) {
+                            acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow10)] += (x[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)] * wv9);
+                        }
+                        float wv11 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 63LL; ow12++) {
+                            acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow12)] += (x[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))] * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu[((((((((n0 * 64) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 64LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: enc.1.conv_bn_relu_1.conv enc.1.conv_bn_relu_1.batchnorm enc.1.conv_bn_relu_1.relu: 33554432 threads */
-extern "C" __global__ void __launch_bounds__(256) k4_enc_1_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: enc.1.conv_bn_relu_1.conv enc.1.conv_bn_relu_1.batchnorm enc.1.conv_bn_relu_1.relu: 524288 threads */
+extern "C" __global__ void __launch_bounds__(256) k4_enc_1_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 33554432LL) return;
+    if (netc_idx >= 524288LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 64LL);
+    int64_t oh2 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t j3 = (int64_t)(netc_rem % 64LL);
+    int64_t od1 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t i2 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    int64_t c1 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 64LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 64))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 64))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 64))) {
-                                acc5 = fmaf(relu[((((((((n0 * 64) + (((c1 / 128) * 64) + ci6)) * 64) + ((i2 - 1) + t7)) * 64) + ((j3 - 1) + t8)) * 64) + ((k4 - 1) + t9))], weight[((((((((c1 * 64) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 64LL; ow3++) {
+        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 128)];
+    }
+    for (int64_t ci4 = 0; ci4 < 64LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
+                        float wv7 = weight[((((((((nco0 % 128) * 64) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 63LL; ow8++) {
+                            acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] += (relu[(((((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1LL)))] * wv7);
+                        }
+                        float wv9 = weight[(((((((((nco0 % 128) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 64LL; ow10++) {
+                            acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)] += (relu[(((((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)] * wv9);
+                        }
+                        float wv11 = weight[(((((((((nco0 % 128) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 63LL; ow12++) {
+                            acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)] += (relu[(((((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))] * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu_1[((((((((n0 * 128) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 64LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* reduce kernel: x_1: 4194304 threads */
@@ -224,74 +276,100 @@ extern "C" __global__ void __launch_bounds__(256) k5_x_1(const float *__restrict
     x_1[((((((((n0 * 128) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = r15;
 }
 
-/* conv kernel: enc.2.conv_bn_relu.conv enc.2.conv_bn_relu.batchnorm enc.2.conv_bn_relu.relu: 4194304 threads */
-extern "C" __global__ void __launch_bounds__(256) k6_enc_2_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ x_1, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu)
+/* conv kernel: enc.2.conv_bn_relu.conv enc.2.conv_bn_relu.batchnorm enc.2.conv_bn_relu.relu: 131072 threads */
+extern "C" __global__ void __launch_bounds__(256) k6_enc_2_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ x_1, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 4194304LL) return;
+    if (netc_idx >= 131072LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 32LL);
+    int64_t oh2 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t j3 = (int64_t)(netc_rem % 32LL);
+    int64_t od1 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t i2 = (int64_t)(netc_rem % 32LL);
-    netc_rem /= 32LL;
-    int64_t c1 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 128LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 32))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 32))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 32))) {
-                                acc5 = fmaf(x_1[((((((((n0 * 128) + (((c1 / 128) * 128) + ci6)) * 32) + ((i2 - 1) + t7)) * 32) + ((j3 - 1) + t8)) * 32) + ((k4 - 1) + t9))], weight[((((((((c1 * 128) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 32LL; ow3++) {
+        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow3)] = bias[(nco0 % 128)];
+    }
+    for (int64_t ci4 = 0; ci4 < 128LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 32))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 32))) {
+                        float wv7 = weight[((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 31LL; ow8++) {
+                            acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + (ow8 + 1))] += (x_1[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ((ow8 + 1) + (-1LL)))] * wv7);
+                        }
+                        float wv9 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 32LL; ow10++) {
+                            acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow10)] += (x_1[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ow10)] * wv9);
+                        }
+                        float wv11 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 31LL; ow12++) {
+                            acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow12)] += (x_1[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + (ow12 + 1))] * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu[((((((((n0 * 128) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 32LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: enc.2.conv_bn_relu_1.conv enc.2.conv_bn_relu_1.batchnorm enc.2.conv_bn_relu_1.relu: 8388608 threads */
-extern "C" __global__ void __launch_bounds__(256) k7_enc_2_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: enc.2.conv_bn_relu_1.conv enc.2.conv_bn_relu_1.batchnorm enc.2.conv_bn_relu_1.relu: 262144 threads */
+extern "C" __global__ void __launch_bounds__(256) k7_enc_2_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 8388608LL) return;
+    if (netc_idx >= 262144LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 32LL);
+    int64_t oh2 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t j3 = (int64_t)(netc_rem % 32LL);
+    int64_t od1 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t i2 = (int64_t)(netc_rem % 32LL);
-    netc_rem /= 32LL;
-    int64_t c1 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 128LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 32))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 32))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 32))) {
-                                acc5 = fmaf(relu[((((((((n0 * 128) + (((c1 / 256) * 128) + ci6)) * 32) + ((i2 - 1) + t7)) * 32) + ((j3 - 1) + t8)) * 32) + ((k4 - 1) + t9))], weight[((((((((c1 * 128) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 32LL; ow3++) {
+        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow3)] = bias[(nco0 % 256)];
+    }
+    for (int64_t ci4 = 0; ci4 < 128LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 32))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 32))) {
+                        float wv7 = weight[((((((((nco0 % 256) * 128) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 31LL; ow8++) {
+                            acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + (ow8 + 1))] += (relu[(((((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ((ow8 + 1) + (-1LL)))] * wv7);
+                        }
+                        float wv9 = weight[(((((((((nco0 % 256) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 32LL; ow10++) {
+                            acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow10)] += (relu[(((((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ow10)] * wv9);
+                        }
+                        float wv11 = weight[(((((((((nco0 % 256) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 31LL; ow12++) {
+                            acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow12)] += (relu[(((((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + (ow12 + 1))] * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu_1[((((((((n0 * 256) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 32LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* reduce kernel: x_2: 1048576 threads */
@@ -333,74 +411,100 @@ extern "C" __global__ void __launch_bounds__(256) k8_x_2(const float *__restrict
     x_2[((((((((n0 * 256) + c1) * 16) + i2) * 16) + j3) * 16) + k4)] = r15;
 }
 
-/* conv kernel: bottom.conv_bn_relu.conv bottom.conv_bn_relu.batchnorm bottom.conv_bn_relu.relu: 1048576 threads */
-extern "C" __global__ void __launch_bounds__(256) k9_bottom_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ x_2, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu)
+/* conv kernel: bottom.conv_bn_relu.conv bottom.conv_bn_relu.batchnorm bottom.conv_bn_relu.relu: 65536 threads */
+extern "C" __global__ void __launch_bounds__(256) k9_bottom_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ x_2, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 1048576LL) return;
+    if (netc_idx >= 65536LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 16LL);
+    int64_t oh2 = (int64_t)(netc_rem % 16LL);
     netc_rem /= 16LL;
-    int64_t j3 = (int64_t)(netc_rem % 16LL);
+    int64_t od1 = (int64_t)(netc_rem % 16LL);
     netc_rem /= 16LL;
-    int64_t i2 = (int64_t)(netc_rem % 16LL);
-    netc_rem /= 16LL;
-    int64_t c1 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 256LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 16))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 16))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 16))) {
-                                acc5 = fmaf(x_2[((((((((n0 * 256) + (((c1 / 256) * 256) + ci6)) * 16) + ((i2 - 1) + t7)) * 16) + ((j3 - 1) + t8)) * 16) + ((k4 - 1) + t9))], weight[((((((((c1 * 256) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 16LL; ow3++) {
+        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 16) + od1) * 16) + oh2) * 16) + ow3)] = bias[(nco0 % 256)];
+    }
+    for (int64_t ci4 = 0; ci4 < 256LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 16))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 16))) {
+                        float wv7 = weight[((((((((nco0 % 256) * 256) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 15LL; ow8++) {
+                            acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 16) + od1) * 16) + oh2) * 16) + (ow8 + 1))] += (x_2[(((((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci4)) * 16) + ((od1 - 1) + t5)) * 16) + ((oh2 - 1) + t6)) * 16) + ((ow8 + 1) + (-1LL)))] * wv7);
+                        }
+                        float wv9 = weight[(((((((((nco0 % 256) * 256) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 16LL; ow10++) {
+                            acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 16) + od1) * 16) + oh2) * 16) + ow10)] += (x_2[(((((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci4)) * 16) + ((od1 - 1) + t5)) * 16) + ((oh2 - 1) + t6)) * 16) + ow10)] * wv9);
+                        }
+                        float wv11 = weight[(((((((((nco0 % 256) * 256) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 15LL; ow12++) {
+                            acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 16) + od1) * 16) + oh2) * 16) + ow12)] += (x_2[(((((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci4)) * 16) + ((od1 - 1) + t5)) * 16) + ((oh2 - 1) + t6)) * 16) + (ow12 + 1))] * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu[((((((((n0 * 256) + c1) * 16) + i2) * 16) + j3) * 16) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 16LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 16) + od1) * 16) + oh2) * 16) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 16) + od1) * 16) + oh2) * 16) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: bottom.conv_bn_relu_1.conv bottom.conv_bn_relu_1.batchnorm bottom.conv_bn_relu_1.relu: 2097152 threads */
-extern "C" __global__ void __launch_bounds__(256) k10_bottom_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: bottom.conv_bn_relu_1.conv bottom.conv_bn_relu_1.batchnorm bottom.conv_bn_relu_1.relu: 131072 threads */
+extern "C" __global__ void __launch_bounds__(256) k10_bottom_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 2097152LL) return;
+    if (netc_idx >= 131072LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 16LL);
+    int64_t oh2 = (int64_t)(netc_rem % 16LL);
     netc_rem /= 16LL;
-    int64_t j3 = (int64_t)(netc_rem % 16LL);
+    int64_t od1 = (int64_t)(netc_rem % 16LL);
     netc_rem /= 16LL;
-    int64_t i2 = (int64_t)(netc_rem % 16LL);
-    netc_rem /= 16LL;
-    int64_t c1 = (int64_t)(netc_rem % 512LL);
-    netc_rem /= 512LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 256LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 16))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 16))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 16))) {
-                                acc5 = fmaf(relu[((((((((n0 * 256) + (((c1 / 512) * 256) + ci6)) * 16) + ((i2 - 1) + t7)) * 16) + ((j3 - 1) + t8)) * 16) + ((k4 - 1) + t9))], weight[((((((((c1 * 256) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 16LL; ow3++) {
+        acc[(((((((((nco0 / 512) * 512) + (nco0 % 512)) * 16) + od1) * 16) + oh2) * 16) + ow3)] = bias[(nco0 % 512)];
+    }
+    for (int64_t ci4 = 0; ci4 < 256LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 16))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 16))) {
+                        float wv7 = weight[((((((((nco0 % 512) * 256) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 15LL; ow8++) {
+                            acc[(((((((((nco0 / 512) * 512) + (nco0 % 512)) * 16) + od1) * 16) + oh2) * 16) + (ow8 + 1))] += (relu[(((((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci4)) * 16) + ((od1 - 1) + t5)) * 16) + ((oh2 - 1) + t6)) * 16) + ((ow8 + 1) + (-1LL)))] * wv7);
+                        }
+                        float wv9 = weight[(((((((((nco0 % 512) * 256) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 16LL; ow10++) {
+                            acc[(((((((((nco0 / 512) * 512) + (nco0 % 512)) * 16) + od1) * 16) + oh2) * 16) + ow10)] += (relu[(((((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci4)) * 16) + ((od1 - 1) + t5)) * 16) + ((oh2 - 1) + t6)) * 16) + ow10)] * wv9);
+                        }
+                        float wv11 = weight[(((((((((nco0 % 512) * 256) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 15LL; ow12++) {
+                            acc[(((((((((nco0 / 512) * 512) + (nco0 % 512)) * 16) + od1) * 16) + oh2) * 16) + ow12)] += (relu[(((((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci4)) * 16) + ((od1 - 1) + t5)) * 16) + ((oh2 - 1) + t6)) * 16) + (ow12 + 1))] * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu_1[((((((((n0 * 512) + c1) * 16) + i2) * 16) + j3) * 16) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 16LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 512) * 512) + (nco0 % 512)) * 16) + od1) * 16) + oh2) * 16) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 512) * 512) + (nco0 % 512)) * 16) + od1) * 16) + oh2) * 16) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f))), (bn_bias[(nco0 % 512)] - (running_mean[(nco0 % 512)] * (bn_weight[(nco0 % 512)] / sqrtf((running_var[(nco0 % 512)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* conv kernel: up.2: 16777216 threads */
@@ -438,74 +542,100 @@ extern "C" __global__ void __launch_bounds__(256) k11_up_2(const float *__restri
     t[((((((((n0 * 512) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = r10;
 }
 
-/* conv kernel: x_3 (inlined) dec.2.conv_bn_relu.conv dec.2.conv_bn_relu.batchnorm dec.2.conv_bn_relu.relu: 8388608 threads */
-extern "C" __global__ void __launch_bounds__(256) k12_dec_2_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: x_3 (inlined) dec.2.conv_bn_relu.conv dec.2.conv_bn_relu.batchnorm dec.2.conv_bn_relu.relu: 262144 threads */
+extern "C" __global__ void __launch_bounds__(256) k12_dec_2_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 8388608LL) return;
+    if (netc_idx >= 262144LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 32LL);
+    int64_t oh2 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t j3 = (int64_t)(netc_rem % 32LL);
+    int64_t od1 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t i2 = (int64_t)(netc_rem % 32LL);
-    netc_rem /= 32LL;
-    int64_t c1 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 768LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 32))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 32))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 32))) {
-                                acc5 = fmaf((((((c1 / 256) * 768) + ci6) < 256) ? relu[((((((((n0 * 256) + NETC_MIN(NETC_MAX((((c1 / 256) * 768) + ci6), 0), 255)) * 32) + ((i2 - 1) + t7)) * 32) + ((j3 - 1) + t8)) * 32) + ((k4 - 1) + t9))] : t[((((((((n0 * 512) + NETC_MIN(NETC_MAX(((((c1 / 256) * 768) + ci6) - 256), 0), 511)) * 32) + ((i2 - 1) + t7)) * 32) + ((j3 - 1) + t8)) * 32) + ((k4 - 1) + t9))]), weight[((((((((c1 * 768) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 32LL; ow3++) {
+        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow3)] = bias[(nco0 % 256)];
+    }
+    for (int64_t ci4 = 0; ci4 < 768LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 32))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 32))) {
+                        float wv7 = weight[((((((((nco0 % 256) * 768) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 31LL; ow8++) {
+                            acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + (ow8 + 1))] += (((((((nco0 % 256) / 256) * 768) + ci4) < 256) ? relu[(((((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 768) + ci4), 0), 255)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ((ow8 + 1) + (-1LL)))] : t[(((((((((nco0 / 256) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 768) + ci4) - 256), 0), 511)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ((ow8 + 1) + (-1LL)))]) * wv7);
+                        }
+                        float wv9 = weight[(((((((((nco0 % 256) * 768) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 32LL; ow10++) {
+                            acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow10)] += (((((((nco0 % 256) / 256) * 768) + ci4) < 256) ? relu[(((((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 768) + ci4), 0), 255)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ow10)] : t[(((((((((nco0 / 256) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 768) + ci4) - 256), 0), 511)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ow10)]) * wv9);
+                        }
+                        float wv11 = weight[(((((((((nco0 % 256) * 768) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 31LL; ow12++) {
+                            acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow12)] += (((((((nco0 % 256) / 256) * 768) + ci4) < 256) ? relu[(((((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 768) + ci4), 0), 255)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + (ow12 + 1))] : t[(((((((((nco0 / 256) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 768) + ci4) - 256), 0), 511)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + (ow12 + 1))]) * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu_1[((((((((n0 * 256) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 32LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: dec.2.conv_bn_relu_1.conv dec.2.conv_bn_relu_1.batchnorm dec.2.conv_bn_relu_1.relu: 8388608 threads */
-extern "C" __global__ void __launch_bounds__(256) k13_dec_2_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: dec.2.conv_bn_relu_1.conv dec.2.conv_bn_relu_1.batchnorm dec.2.conv_bn_relu_1.relu: 262144 threads */
+extern "C" __global__ void __launch_bounds__(256) k13_dec_2_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 8388608LL) return;
+    if (netc_idx >= 262144LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 32LL);
+    int64_t oh2 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t j3 = (int64_t)(netc_rem % 32LL);
+    int64_t od1 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t i2 = (int64_t)(netc_rem % 32LL);
-    netc_rem /= 32LL;
-    int64_t c1 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 256LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 32))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 32))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 32))) {
-                                acc5 = fmaf(relu[((((((((n0 * 256) + (((c1 / 256) * 256) + ci6)) * 32) + ((i2 - 1) + t7)) * 32) + ((j3 - 1) + t8)) * 32) + ((k4 - 1) + t9))], weight[((((((((c1 * 256) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 32LL; ow3++) {
+        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow3)] = bias[(nco0 % 256)];
+    }
+    for (int64_t ci4 = 0; ci4 < 256LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 32))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 32))) {
+                        float wv7 = weight[((((((((nco0 % 256) * 256) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 31LL; ow8++) {
+                            acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + (ow8 + 1))] += (relu[(((((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ((ow8 + 1) + (-1LL)))] * wv7);
+                        }
+                        float wv9 = weight[(((((((((nco0 % 256) * 256) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 32LL; ow10++) {
+                            acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow10)] += (relu[(((((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ow10)] * wv9);
+                        }
+                        float wv11 = weight[(((((((((nco0 % 256) * 256) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 31LL; ow12++) {
+                            acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow12)] += (relu[(((((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + (ow12 + 1))] * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu_1[((((((((n0 * 256) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 32LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 256) * 256) + (nco0 % 256)) * 32) + od1) * 32) + oh2) * 32) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f))), (bn_bias[(nco0 % 256)] - (running_mean[(nco0 % 256)] * (bn_weight[(nco0 % 256)] / sqrtf((running_var[(nco0 % 256)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* conv kernel: up.1: 67108864 threads */
@@ -543,74 +673,100 @@ extern "C" __global__ void __launch_bounds__(256) k14_up_1(const float *__restri
     t[((((((((n0 * 256) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = r10;
 }
 
-/* conv kernel: x_4 (inlined) dec.1.conv_bn_relu.conv dec.1.conv_bn_relu.batchnorm dec.1.conv_bn_relu.relu: 33554432 threads */
-extern "C" __global__ void __launch_bounds__(256) k15_dec_1_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: x_4 (inlined) dec.1.conv_bn_relu.conv dec.1.conv_bn_relu.batchnorm dec.1.conv_bn_relu.relu: 524288 threads */
+extern "C" __global__ void __launch_bounds__(256) k15_dec_1_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 33554432LL) return;
+    if (netc_idx >= 524288LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 64LL);
+    int64_t oh2 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t j3 = (int64_t)(netc_rem % 64LL);
+    int64_t od1 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t i2 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    int64_t c1 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 384LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 64))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 64))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 64))) {
-                                acc5 = fmaf((((((c1 / 128) * 384) + ci6) < 128) ? relu[((((((((n0 * 128) + NETC_MIN(NETC_MAX((((c1 / 128) * 384) + ci6), 0), 127)) * 64) + ((i2 - 1) + t7)) * 64) + ((j3 - 1) + t8)) * 64) + ((k4 - 1) + t9))] : t[((((((((n0 * 256) + NETC_MIN(NETC_MAX(((((c1 / 128) * 384) + ci6) - 128), 0), 255)) * 64) + ((i2 - 1) + t7)) * 64) + ((j3 - 1) + t8)) * 64) + ((k4 - 1) + t9))]), weight[((((((((c1 * 384) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 64LL; ow3++) {
+        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 128)];
+    }
+    for (int64_t ci4 = 0; ci4 < 384LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
+                        float wv7 = weight[((((((((nco0 % 128) * 384) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 63LL; ow8++) {
+                            acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] += (((((((nco0 % 128) / 128) * 384) + ci4) < 128) ? relu[(((((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 384) + ci4), 0), 127)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1LL)))] : t[(((((((((nco0 / 128) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 384) + ci4) - 128), 0), 255)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1LL)))]) * wv7);
+                        }
+                        float wv9 = weight[(((((((((nco0 % 128) * 384) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 64LL; ow10++) {
+                            acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)] += (((((((nco0 % 128) / 128) * 384) + ci4) < 128) ? relu[(((((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 384) + ci4), 0), 127)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)] : t[(((((((((nco0 / 128) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 384) + ci4) - 128), 0), 255)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)]) * wv9);
+                        }
+                        float wv11 = weight[(((((((((nco0 % 128) * 384) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 63LL; ow12++) {
+                            acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)] += (((((((nco0 % 128) / 128) * 384) + ci4) < 128) ? relu[(((((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 384) + ci4), 0), 127)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))] : t[(((((((((nco0 / 128) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 384) + ci4) - 128), 0), 255)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))]) * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu_1[((((((((n0 * 128) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 64LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: dec.1.conv_bn_relu_1.conv dec.1.conv_bn_relu_1.batchnorm dec.1.conv_bn_relu_1.relu: 33554432 threads */
-extern "C" __global__ void __launch_bounds__(256) k16_dec_1_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: dec.1.conv_bn_relu_1.conv dec.1.conv_bn_relu_1.batchnorm dec.1.conv_bn_relu_1.relu: 524288 threads */
+extern "C" __global__ void __launch_bounds__(256) k16_dec_1_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 33554432LL) return;
+    if (netc_idx >= 524288LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 64LL);
+    int64_t oh2 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t j3 = (int64_t)(netc_rem % 64LL);
+    int64_t od1 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t i2 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    int64_t c1 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 128LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 64))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 64))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 64))) {
-                                acc5 = fmaf(relu[((((((((n0 * 128) + (((c1 / 128) * 128) + ci6)) * 64) + ((i2 - 1) + t7)) * 64) + ((j3 - 1) + t8)) * 64) + ((k4 - 1) + t9))], weight[((((((((c1 * 128) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 64LL; ow3++) {
+        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 128)];
+    }
+    for (int64_t ci4 = 0; ci4 < 128LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
+                        float wv7 = weight[((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 63LL; ow8++) {
+                            acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] += (relu[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1LL)))] * wv7);
+                        }
+                        float wv9 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 64LL; ow10++) {
+                            acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)] += (relu[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)] * wv9);
+                        }
+                        float wv11 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 63LL; ow12++) {
+                            acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)] += (relu[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))] * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu_1[((((((((n0 * 128) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 64LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
 /* conv kernel: up.0: 268435456 threads */
@@ -648,103 +804,138 @@ extern "C" __global__ void __launch_bounds__(256) k17_up_0(const float *__restri
     t[((((((((n0 * 128) + c1) * 128) + i2) * 128) + j3) * 128) + k4)] = r10;
 }
 
-/* conv kernel: x_5 (inlined) dec.0.conv_bn_relu.conv dec.0.conv_bn_relu.batchnorm dec.0.conv_bn_relu.relu: 134217728 threads */
-extern "C" __global__ void __launch_bounds__(256) k18_dec_0_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: x_5 (inlined) dec.0.conv_bn_relu.conv dec.0.conv_bn_relu.batchnorm dec.0.conv_bn_relu.relu: 1048576 threads */
+extern "C" __global__ void __launch_bounds__(256) k18_dec_0_conv_bn_relu_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ t, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 134217728LL) return;
+    if (netc_idx >= 1048576LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 128LL);
+    int64_t oh2 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t j3 = (int64_t)(netc_rem % 128LL);
+    int64_t od1 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t i2 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    int64_t c1 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 192LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 128))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 128))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 128))) {
-                                acc5 = fmaf((((((c1 / 64) * 192) + ci6) < 64) ? relu[((((((((n0 * 64) + NETC_MIN(NETC_MAX((((c1 / 64) * 192) + ci6), 0), 63)) * 128) + ((i2 - 1) + t7)) * 128) + ((j3 - 1) + t8)) * 128) + ((k4 - 1) + t9))] : t[((((((((n0 * 128) + NETC_MIN(NETC_MAX(((((c1 / 64) * 192) + ci6) - 64), 0), 127)) * 128) + ((i2 - 1) + t7)) * 128) + ((j3 - 1) + t8)) * 128) + ((k4 - 1) + t9))]), weight[((((((((c1 * 192) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 128LL; ow3++) {
+        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 64)];
+    }
+    for (int64_t ci4 = 0; ci4 < 192LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
+                        float wv7 = weight[((((((((nco0 % 64) * 192) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 127LL; ow8++) {
+                            acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] += (((((((nco0 % 64) / 64) * 192) + ci4) < 64) ? relu[(((((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 192) + ci4), 0), 63)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1LL)))] : t[(((((((((nco0 / 64) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 192) + ci4) - 64), 0), 127)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1LL)))]) * wv7);
+                        }
+                        float wv9 = weight[(((((((((nco0 % 64) * 192) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 128LL; ow10++) {
+                            acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)] += (((((((nco0 % 64) / 64) * 192) + ci4) < 64) ? relu[(((((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 192) + ci4), 0), 63)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)] : t[(((((((((nco0 / 64) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 192) + ci4) - 64), 0), 127)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)]) * wv9);
+                        }
+                        float wv11 = weight[(((((((((nco0 % 64) * 192) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 127LL; ow12++) {
+                            acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)] += (((((((nco0 % 64) / 64) * 192) + ci4) < 64) ? relu[(((((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 192) + ci4), 0), 63)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))] : t[(((((((((nco0 / 64) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 192) + ci4) - 64), 0), 127)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))]) * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu_1[((((((((n0 * 64) + c1) * 128) + i2) * 128) + j3) * 128) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 128LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: dec.0.conv_bn_relu_1.conv dec.0.conv_bn_relu_1.batchnorm dec.0.conv_bn_relu_1.relu: 134217728 threads */
-extern "C" __global__ void __launch_bounds__(256) k19_dec_0_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var, float *__restrict__ relu_1)
+/* conv kernel: dec.0.conv_bn_relu_1.conv dec.0.conv_bn_relu_1.batchnorm dec.0.conv_bn_relu_1.relu: 1048576 threads */
+extern "C" __global__ void __launch_bounds__(256) k19_dec_0_conv_bn_relu_1_conv(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu, const float *__restrict__ bn_weight, const float *__restrict__ bn_bias, const float *__restrict__ running_mean, const float *__restrict__ running_var)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 134217728LL) return;
+    if (netc_idx >= 1048576LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 128LL);
+    int64_t oh2 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t j3 = (int64_t)(netc_rem % 128LL);
+    int64_t od1 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t i2 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    int64_t c1 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 64LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 3LL; t7++) {
-            if (((0 <= ((i2 - 1) + t7)) && (((i2 - 1) + t7) < 128))) {
-                for (int64_t t8 = 0; t8 < 3LL; t8++) {
-                    if (((0 <= ((j3 - 1) + t8)) && (((j3 - 1) + t8) < 128))) {
-                        for (int64_t t9 = 0; t9 < 3LL; t9++) {
-                            if (((0 <= ((k4 - 1) + t9)) && (((k4 - 1) + t9) < 128))) {
-                                acc5 = fmaf(relu[((((((((n0 * 64) + (((c1 / 64) * 64) + ci6)) * 128) + ((i2 - 1) + t7)) * 128) + ((j3 - 1) + t8)) * 128) + ((k4 - 1) + t9))], weight[((((((((c1 * 64) + ci6) * 3) + t7) * 3) + t8) * 3) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 128LL; ow3++) {
+        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 64)];
+    }
+    for (int64_t ci4 = 0; ci4 < 64LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 3LL; t5++) {
+            if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
+                for (int64_t t6 = 0; t6 < 3LL; t6++) {
+                    if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
+                        float wv7 = weight[((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 127LL; ow8++) {
+                            acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] += (relu[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1LL)))] * wv7);
+                        }
+                        float wv9 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                        /* vectorize */
+                        for (int64_t ow10 = 0; ow10 < 128LL; ow10++) {
+                            acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)] += (relu[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)] * wv9);
+                        }
+                        float wv11 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                        /* vectorize */
+                        for (int64_t ow12 = 0; ow12 < 127LL; ow12++) {
+                            acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)] += (relu[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))] * wv11);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    relu_1[((((((((n0 * 64) + c1) * 128) + i2) * 128) + j3) * 128) + k4)] = ((0.0f < fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))))))) ? fmaf(r10, (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f))), (bn_bias[c1] - (running_mean[c1] * (bn_weight[c1] / sqrtf((running_var[c1] + 9.99999975e-06f)))))) : 0.0f);
+    /* vectorize */
+    for (int64_t ow13 = 0; ow13 < 128LL; ow13++) {
+        float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
+        float r15 = y14;
+        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
+    }
 }
 
-/* conv kernel: logits: 4194304 threads */
-extern "C" __global__ void __launch_bounds__(256) k20_logits(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, float *__restrict__ logits)
+/* conv kernel: logits: 32768 threads */
+extern "C" __global__ void __launch_bounds__(256) k20_logits(const float *__restrict__ weight, const float *__restrict__ bias, float *__restrict__ acc, const float *__restrict__ relu)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 4194304LL) return;
+    if (netc_idx >= 32768LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 128LL);
+    int64_t oh2 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t j3 = (int64_t)(netc_rem % 128LL);
+    int64_t od1 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t i2 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    int64_t c1 = (int64_t)(netc_rem % 2LL);
-    netc_rem /= 2LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 64LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 1LL; t7++) {
-            for (int64_t t8 = 0; t8 < 1LL; t8++) {
-                for (int64_t t9 = 0; t9 < 1LL; t9++) {
-                    acc5 = fmaf(relu[((((((((n0 * 64) + (((c1 / 2) * 64) + ci6)) * 128) + (i2 + t7)) * 128) + (j3 + t8)) * 128) + (k4 + t9))], weight[(((((c1 * 64) + ci6) + t7) + t8) + t9)], acc5);
+    /* parallel */ int64_t nco0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t ow3 = 0; ow3 < 128LL; ow3++) {
+        acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 2)];
+    }
+    for (int64_t ci4 = 0; ci4 < 64LL; ci4++) {
+        for (int64_t t5 = 0; t5 < 1LL; t5++) {
+            if (((0 <= (od1 + t5)) && ((od1 + t5) < 128))) {
+                for (int64_t t6 = 0; t6 < 1LL; t6++) {
+                    if (((0 <= (oh2 + t6)) && ((oh2 + t6) < 128))) {
+                        float wv7 = weight[(((((nco0 % 2) * 64) + ci4) + t5) + t6)];
+                        /* vectorize */
+                        for (int64_t ow8 = 0; ow8 < 128LL; ow8++) {
+                            acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow8)] += (relu[(((((((((nco0 / 2) * 64) + ((((nco0 % 2) / 2) * 64) + ci4)) * 128) + (od1 + t5)) * 128) + (oh2 + t6)) * 128) + ow8)] * wv7);
+                        }
+                    }
                 }
             }
         }
     }
-    float r10 = acc5;
-    logits[((((((((n0 * 2) + c1) * 128) + i2) * 128) + j3) * 128) + k4)] = r10;
+    /* vectorize */
+    for (int64_t ow9 = 0; ow9 < 128LL; ow9++) {
+        float y10 = acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow9)];
+        float r11 = y10;
+        acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow9)] = r11;
+    }
 }
 
 /* Launch table (host side).  The runtime launches, per entry and in order, each
@@ -754,26 +945,26 @@ extern "C" __global__ void __launch_bounds__(256) k20_logits(const float *__rest
  *
  * static const struct { const char *name; long long total; int block; long long grid;
  *                      int nparams; int params[9]; } netc_forward_launches[] = {
- *     { "k0_enc_0_conv_bn_relu_conv", 67108864, 256, 262144, 8, { 2, 3, 0, 5, 6, 7, 8, 9 } },
- *     { "k1_enc_0_conv_bn_relu_1_conv", 134217728, 256, 524288, 8, { 11, 12, 9, 14, 15, 16, 17, 18 } },
+ *     { "k0_enc_0_conv_bn_relu_conv", 524288, 256, 2048, 8, { 2, 3, 9, 0, 5, 6, 7, 8 } },
+ *     { "k1_enc_0_conv_bn_relu_1_conv", 1048576, 256, 4096, 8, { 11, 12, 18, 9, 14, 15, 16, 17 } },
  *     { "k2_x", 16777216, 256, 65536, 2, { 18, 19 } },
- *     { "k3_enc_1_conv_bn_relu_conv", 16777216, 256, 65536, 8, { 21, 22, 19, 24, 25, 26, 27, 28 } },
- *     { "k4_enc_1_conv_bn_relu_1_conv", 33554432, 256, 131072, 8, { 30, 31, 28, 33, 34, 35, 36, 37 } },
+ *     { "k3_enc_1_conv_bn_relu_conv", 262144, 256, 1024, 8, { 21, 22, 28, 19, 24, 25, 26, 27 } },
+ *     { "k4_enc_1_conv_bn_relu_1_conv", 524288, 256, 2048, 8, { 30, 31, 37, 28, 33, 34, 35, 36 } },
  *     { "k5_x_1", 4194304, 256, 16384, 2, { 37, 38 } },
- *     { "k6_enc_2_conv_bn_relu_conv", 4194304, 256, 16384, 8, { 40, 41, 38, 43, 44, 45, 46, 47 } },
- *     { "k7_enc_2_conv_bn_relu_1_conv", 8388608, 256, 32768, 8, { 49, 50, 47, 52, 53, 54, 55, 56 } },
+ *     { "k6_enc_2_conv_bn_relu_conv", 131072, 256, 512, 8, { 40, 41, 47, 38, 43, 44, 45, 46 } },
+ *     { "k7_enc_2_conv_bn_relu_1_conv", 262144, 256, 1024, 8, { 49, 50, 56, 47, 52, 53, 54, 55 } },
  *     { "k8_x_2", 1048576, 256, 4096, 2, { 56, 57 } },
- *     { "k9_bottom_conv_bn_relu_conv", 1048576, 256, 4096, 8, { 59, 60, 57, 62, 63, 64, 65, 66 } },
- *     { "k10_bottom_conv_bn_relu_1_conv", 2097152, 256, 8192, 8, { 68, 69, 66, 71, 72, 73, 74, 75 } },
+ *     { "k9_bottom_conv_bn_relu_conv", 65536, 256, 256, 8, { 59, 60, 66, 57, 62, 63, 64, 65 } },
+ *     { "k10_bottom_conv_bn_relu_1_conv", 131072, 256, 512, 8, { 68, 69, 75, 66, 71, 72, 73, 74 } },
  *     { "k11_up_2", 16777216, 256, 65536, 4, { 77, 78, 75, 76 } },
- *     { "k12_dec_2_conv_bn_relu_conv", 8388608, 256, 32768, 9, { 81, 82, 76, 56, 84, 85, 86, 87, 88 } },
- *     { "k13_dec_2_conv_bn_relu_1_conv", 8388608, 256, 32768, 8, { 90, 91, 88, 93, 94, 95, 96, 97 } },
+ *     { "k12_dec_2_conv_bn_relu_conv", 262144, 256, 1024, 9, { 81, 82, 88, 76, 56, 84, 85, 86, 87 } },
+ *     { "k13_dec_2_conv_bn_relu_1_conv", 262144, 256, 1024, 8, { 90, 91, 97, 88, 93, 94, 95, 96 } },
  *     { "k14_up_1", 67108864, 256, 262144, 4, { 99, 100, 97, 98 } },
- *     { "k15_dec_1_conv_bn_relu_conv", 33554432, 256, 131072, 9, { 103, 104, 98, 37, 106, 107, 108, 109, 110 } },
- *     { "k16_dec_1_conv_bn_relu_1_conv", 33554432, 256, 131072, 8, { 112, 113, 110, 115, 116, 117, 118, 119 } },
+ *     { "k15_dec_1_conv_bn_relu_conv", 524288, 256, 2048, 9, { 103, 104, 110, 98, 37, 106, 107, 108, 109 } },
+ *     { "k16_dec_1_conv_bn_relu_1_conv", 524288, 256, 2048, 8, { 112, 113, 119, 110, 115, 116, 117, 118 } },
  *     { "k17_up_0", 268435456, 256, 1048576, 4, { 121, 122, 119, 120 } },
- *     { "k18_dec_0_conv_bn_relu_conv", 134217728, 256, 524288, 9, { 125, 126, 120, 18, 128, 129, 130, 131, 132 } },
- *     { "k19_dec_0_conv_bn_relu_1_conv", 134217728, 256, 524288, 8, { 134, 135, 132, 137, 138, 139, 140, 141 } },
- *     { "k20_logits", 4194304, 256, 16384, 4, { 143, 144, 141, 142 } },
+ *     { "k18_dec_0_conv_bn_relu_conv", 1048576, 256, 4096, 9, { 125, 126, 132, 120, 18, 128, 129, 130, 131 } },
+ *     { "k19_dec_0_conv_bn_relu_1_conv", 1048576, 256, 4096, 8, { 134, 135, 141, 132, 137, 138, 139, 140 } },
+ *     { "k20_logits", 32768, 256, 128, 4, { 143, 144, 142, 141 } },
  * };
  */

@@ -51,7 +51,9 @@ Suite *fuse_suite(void);
 Suite *memplan_suite(void);
 Suite *codegen_suite(void);
 Suite *trainer_suite(void);
+Suite *augment_suite(void);
 Suite *llvm_suite(void);
 Suite *cuda_suite(void);
+Suite *dataset_suite(void);
 
 #endif

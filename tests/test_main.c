@@ -32,8 +32,10 @@ int main(void)
     srunner_add_suite(sr, memplan_suite());
     srunner_add_suite(sr, codegen_suite());
     srunner_add_suite(sr, trainer_suite());
+    srunner_add_suite(sr, augment_suite());
     srunner_add_suite(sr, llvm_suite());
     srunner_add_suite(sr, cuda_suite());
+    srunner_add_suite(sr, dataset_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
