@@ -27,7 +27,7 @@ TEST_SRC     := $(wildcard tests/*.c)
 TEST_OBJ     := $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(TEST_SRC))
 DEPSTAMP     := $(BUILD)/.setup-ok
 
-.PHONY: all test test-unit test-asan test-valgrind demo fuzz clean setup help generated
+.PHONY: all test test-unit test-asan test-valgrind demo bench fuzz clean setup help generated
 all: $(BUILD)/netc
 
 help:
@@ -37,6 +37,7 @@ help:
 	@echo "make test-asan  unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@echo "make test-valgrind  unit tests and CLI main paths under valgrind (leaks, memory errors)"
 	@echo "make fuzz       run the front-end fuzzer (FUZZ_SECONDS=600)"
+	@echo "make bench      time the generated code against PyTorch (minutes; not part of make test)"
 
 setup $(DEPSTAMP): scripts/setup.sh
 	@scripts/setup.sh
@@ -113,6 +114,13 @@ generated: $(BUILD)/netc
 
 demo: $(BUILD)/netc
 	$(BUILD)/netc check netdefs/unet2d.net --protocol t1_brain_axial
+
+# ---- benchmark: generated code vs PyTorch (not part of `make test`) ----
+$(BUILD)/bench: tools/bench.c $(BUILD)/libnetc.a
+	$(CC) $(CFLAGS_ALL) -o $@ tools/bench.c $(BUILD)/libnetc.a $(LIBS)
+
+bench: $(BUILD)/netc $(BUILD)/bench
+	/usr/bin/python3 tools/bench.py --netc $(BUILD)/netc --bench $(BUILD)/bench --out $(BUILD)/bench.json
 
 # ---- fuzzing (clang libFuzzer) -----------------------------------------
 FUZZ_SECONDS ?= 600

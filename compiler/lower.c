@@ -458,7 +458,8 @@ static bool lower_conv_rows(Lo *L, int acc_t)
         L3Expr *oc[MAX_RANK];
         for (int i = 0; i < os->rank; i++) oc[i] = c[i];
         oc[2 + last] = owe;
-        l3_store(L->m, row, ab, lin(L, os, oc), mul(L, val(L, L->n->in[0], ic), V(L, wv)), true);
+        L3Expr *oi = lin(L, os, oc);
+        l3_store(L->m, row, ab, oi, l3_fma(L->m, val(L, L->n->in[0], ic), V(L, wv), load(L, ab, oi)), false);
     }
     /* the epilogue over the finished row */
     L3Block *fin = loop(L, b, "ow", OW, &ov, L3_VECTORIZE);
