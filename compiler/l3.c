@@ -301,6 +301,183 @@ void l3_entry_call(L3Entry *e, int kernel)
     e->kernels[e->nkernels++] = kernel;
 }
 
+/* ---- parallel loops ---------------------------------------------------------------------- */
+
+/* Which variables and buffers a statement tree uses, declares and assigns.
+ * false when an index is out of range (malformed IR: left to the backend to
+ * report). */
+typedef struct {
+    const L3Kernel *k;
+    bool *used, *decl, *assigned, *bufs;
+} Uses;
+
+static bool uses_expr(Uses *u, const L3Expr *e)
+{
+    if (!e) return true;
+    if (e->kind == L3E_VAR) {
+        if (e->var < 0 || e->var >= u->k->nvars) return false;
+        u->used[e->var] = true;
+    }
+    if (e->kind == L3E_LOAD) {
+        if (e->buf < 0 || e->buf >= u->k->nbufs) return false;
+        u->bufs[e->buf] = true;
+    }
+    return uses_expr(u, e->a) && uses_expr(u, e->b) && uses_expr(u, e->c);
+}
+
+static bool uses_block(Uses *u, const L3Block *b)
+{
+    for (int i = 0; i < b->n; i++) {
+        const L3Stmt *s = b->s[i];
+        if (!s) return false;
+        switch (s->kind) {
+        case L3S_FOR:
+        case L3S_LOCAL:
+        case L3S_ASSIGN:
+            if (s->var < 0 || s->var >= u->k->nvars) return false;
+            if (s->kind == L3S_ASSIGN) u->assigned[s->var] = true;
+            else u->decl[s->var] = true;
+            break;
+        case L3S_STORE:
+            if (s->buf < 0 || s->buf >= u->k->nbufs) return false;
+            u->bufs[s->buf] = true;
+            break;
+        default: break;
+        }
+        if (!uses_expr(u, s->index) || !uses_expr(u, s->value) || !uses_expr(u, s->cond)) return false;
+        if (!uses_block(u, &s->body) || !uses_block(u, &s->els)) return false;
+    }
+    return true;
+}
+
+/* Whether the iterations of a nested loop are visibly independent (the
+ * rule of l3_cuda.c): it is itself parallel, or every store below it
+ * indexes with its variable and a buffer stored below it is read only at
+ * an index that is stored. */
+static bool expr_uses_var(const L3Expr *e, int var)
+{
+    if (!e) return false;
+    if (e->kind == L3E_VAR && e->var == var) return true;
+    return expr_uses_var(e->a, var) || expr_uses_var(e->b, var) || expr_uses_var(e->c, var);
+}
+
+static bool expr_equal(const L3Expr *a, const L3Expr *b)
+{
+    if (a == b) return true;
+    if (!a || !b || a->kind != b->kind || a->type != b->type) return false;
+    switch (a->kind) {
+    case L3E_INT: return a->i == b->i;
+    case L3E_FLOAT: return a->f == b->f || (isnan(a->f) && isnan(b->f));
+    case L3E_VAR: return a->var == b->var;
+    case L3E_LOAD: return a->buf == b->buf && expr_equal(a->a, b->a);
+    case L3E_BIN: case L3E_UN: if (a->op != b->op) return false; break;
+    default: break;
+    }
+    return expr_equal(a->a, b->a) && expr_equal(a->b, b->b) && expr_equal(a->c, b->c);
+}
+
+typedef struct { const L3Stmt **s; int n, cap; } StoreList;
+
+static void collect_stores(const L3Block *b, StoreList *l)
+{
+    for (int i = 0; i < b->n; i++) {
+        const L3Stmt *s = b->s[i];
+        if (s->kind == L3S_STORE) {
+            GROW(l->s, l->n, l->cap);
+            l->s[l->n++] = s;
+        }
+        collect_stores(&s->body, l);
+        collect_stores(&s->els, l);
+    }
+}
+
+static bool loads_ok(const L3Expr *e, const StoreList *l)
+{
+    if (!e) return true;
+    if (e->kind == L3E_LOAD) {
+        bool stored = false, same = false;
+        for (int i = 0; i < l->n; i++)
+            if (l->s[i]->buf == e->buf) {
+                stored = true;
+                same = same || expr_equal(l->s[i]->index, e->a);
+            }
+        if (stored && !same) return false;
+    }
+    return loads_ok(e->a, l) && loads_ok(e->b, l) && loads_ok(e->c, l);
+}
+
+static bool block_loads_ok(const L3Block *b, const StoreList *l)
+{
+    for (int i = 0; i < b->n; i++) {
+        const L3Stmt *s = b->s[i];
+        if (!loads_ok(s->index, l) || !loads_ok(s->value, l) || !loads_ok(s->cond, l)) return false;
+        if (!block_loads_ok(&s->body, l) || !block_loads_ok(&s->els, l)) return false;
+    }
+    return true;
+}
+
+static bool independent(const L3Stmt *s)
+{
+    if (s->annot & L3_PARALLEL) return true;
+    StoreList l = { NULL, 0, 0 };
+    collect_stores(&s->body, &l);
+    bool ok = true;
+    for (int i = 0; ok && i < l.n; i++) ok = expr_uses_var(l.s[i]->index, s->var);
+    ok = ok && block_loads_ok(&s->body, &l);
+    free(l.s);
+    return ok;
+}
+
+/* The parallel loop s of kernel k as one outlined region, for the C printer
+ * and the LLVM backend alike (l3_llvm.c declares it; it is not part of
+ * l3.h's interface).
+ *
+ * Returns the number of loops the region runs as one flat iteration space
+ * (loops[0] = s, then perfectly nested loops whose iterations are visibly
+ * independent, while there are fewer than L3_PAR_MIN_ITERS iterations: a
+ * batch of 1 gives no parallelism on its own; an L3_VECTORIZE loop is only
+ * taken while there are fewer than 4), or 0: s stays a serial loop.  That
+ * happens when the body assigns a local declared outside it (the one thing
+ * an outlined body cannot do: it gets copies), when the nest runs no
+ * iteration or on malformed IR.  free_vars[k->nvars]: the variables the
+ * body reads but does not declare (outer loop variables, earlier locals);
+ * used_bufs[k->nbufs]: the buffers it reads or writes. */
+#define L3_PAR_MIN_ITERS 256
+
+int l3_parallel_plan(const L3Kernel *k, const L3Stmt *s, const L3Stmt **loops, int maxloops, bool *free_vars,
+                     bool *used_bufs);
+int l3_parallel_plan(const L3Kernel *k, const L3Stmt *s, const L3Stmt **loops, int maxloops, bool *free_vars,
+                     bool *used_bufs)
+{
+    if (!s || s->kind != L3S_FOR || !(s->annot & L3_PARALLEL) || s->extent <= 0 || maxloops < 1) return 0;
+    if (s->var < 0 || s->var >= k->nvars) return 0;
+    size_t nv = (size_t)k->nvars + 1;
+    bool *tmp = xcalloc(3 * nv, sizeof *tmp);
+    Uses u = { k, free_vars, tmp, tmp + nv, used_bufs };
+    memset(free_vars, 0, sizeof *free_vars * (size_t)k->nvars);
+    memset(used_bufs, 0, sizeof *used_bufs * (size_t)k->nbufs);
+    u.decl[s->var] = true;
+    bool ok = uses_block(&u, &s->body);
+    for (int v = 0; ok && v < k->nvars; v++) {
+        if (u.assigned[v] && !u.decl[v]) ok = false;   /* would write the caller's local */
+        free_vars[v] = free_vars[v] && !u.decl[v];
+    }
+    free(tmp);
+    if (!ok) return 0;
+    int n = 0;
+    int64_t total = s->extent;
+    loops[n++] = s;
+    while (n < maxloops && total < L3_PAR_MIN_ITERS && s->body.n == 1 && s->body.s[0]->kind == L3S_FOR) {
+        const L3Stmt *in = s->body.s[0];
+        if (in->extent <= 0 || total > INT64_MAX / in->extent) break;
+        if ((in->annot & L3_VECTORIZE) && total >= 4) break;
+        if (!independent(in)) break;
+        total *= in->extent;
+        loops[n++] = s = in;
+    }
+    return n;
+}
+
 /* ---- the C printer ----------------------------------------------------------------------- */
 
 static const char *ctype(L3Type t)
@@ -405,10 +582,20 @@ static void indent(FILE *out, int d)
     for (int i = 0; i < d; i++) fputs("    ", out);
 }
 
-static void print_block(FILE *out, const L3Kernel *k, const L3Block *b, int d);
+static void print_block(FILE *out, const L3Kernel *k, const L3Block *b, int d, int *npar);
+static bool print_parallel_call(FILE *out, const L3Kernel *k, const L3Stmt *s, int d, int id);
 
-static void print_stmt(FILE *out, const L3Kernel *k, const L3Stmt *s, int d)
+/* npar: the number of parallel loops of the kernel outlined so far; NULL
+ * inside a parallel loop (nested parallel loops stay serial). */
+static void print_stmt(FILE *out, const L3Kernel *k, const L3Stmt *s, int d, int *npar)
 {
+    if (s->kind == L3S_FOR && (s->annot & L3_PARALLEL) && npar) {
+        if (print_parallel_call(out, k, s, d, *npar)) {
+            (*npar)++;
+            return;
+        }
+        npar = NULL;   /* runs serially, and so does every loop inside */
+    }
     indent(out, d);
     switch (s->kind) {
     case L3S_FOR: {
@@ -419,7 +606,7 @@ static void print_stmt(FILE *out, const L3Kernel *k, const L3Stmt *s, int d)
             indent(out, d);
         }
         fprintf(out, "for (%s %s = 0; %s < %" PRId64 "; %s++) {\n", ctype(k->vars[s->var].type), v, v, s->extent, v);
-        print_block(out, k, &s->body, d + 1);
+        print_block(out, k, &s->body, d + 1, npar);
         indent(out, d);
         fputs("}\n", out);
         return;
@@ -445,27 +632,216 @@ static void print_stmt(FILE *out, const L3Kernel *k, const L3Stmt *s, int d)
         fputs("if (", out);
         print_expr(out, k, s->cond);
         fputs(") {\n", out);
-        print_block(out, k, &s->body, d + 1);
+        print_block(out, k, &s->body, d + 1, npar);
         indent(out, d);
         if (s->els.n) {
             fputs("} else {\n", out);
-            print_block(out, k, &s->els, d + 1);
+            print_block(out, k, &s->els, d + 1, npar);
             indent(out, d);
         }
         fputs("}\n", out);
         return;
     case L3S_BLOCK:
         fputs("{\n", out);
-        print_block(out, k, &s->body, d + 1);
+        print_block(out, k, &s->body, d + 1, npar);
         indent(out, d);
         fputs("}\n", out);
         return;
     }
 }
 
-static void print_block(FILE *out, const L3Kernel *k, const L3Block *b, int d)
+static void print_block(FILE *out, const L3Kernel *k, const L3Block *b, int d, int *npar)
 {
-    for (int i = 0; i < b->n; i++) print_stmt(out, k, b->s[i], d);
+    for (int i = 0; i < b->n; i++) print_stmt(out, k, b->s[i], d, npar);
+}
+
+/* ---- outlined parallel loops (C) ----
+ *
+ * The outermost L3_PARALLEL loop of a nest (and the loops l3_parallel_plan
+ * collapses into it) becomes a struct of what its body reads from outside
+ * (buffer pointers, outer loop variables, earlier locals: copied, the body
+ * never assigns them), a `static void NAME_bodyI(void *arg, int64_t lo,
+ * int64_t hi)` running iterations lo .. hi-1, and in the kernel a call of
+ * netc_parallel_for (runtime/pool.h, the one function generated code calls
+ * in the runtime).  Loops nested in it stay loops. */
+
+#define L3_PAR_MAX_LOOPS 8
+
+typedef struct {
+    const L3Stmt *loops[L3_PAR_MAX_LOOPS];
+    int nloops;
+    int64_t total;
+    bool *vars, *bufs;   /* passed in the context struct */
+} Region;
+
+static bool region_plan(const L3Kernel *k, const L3Stmt *s, Region *r)
+{
+    r->vars = xcalloc((size_t)k->nvars + 1, sizeof *r->vars);
+    r->bufs = xcalloc((size_t)k->nbufs + 1, sizeof *r->bufs);
+    r->nloops = l3_parallel_plan(k, s, r->loops, L3_PAR_MAX_LOOPS, r->vars, r->bufs);
+    r->total = 1;
+    for (int i = 0; i < r->nloops; i++) r->total *= r->loops[i]->extent;
+    if (r->nloops > 0) return true;
+    free(r->vars);
+    free(r->bufs);
+    return false;
+}
+
+static void region_free(Region *r)
+{
+    free(r->vars);
+    free(r->bufs);
+}
+
+/* want, or want_1, want_2, ...: a name no buffer or variable of k has. */
+static void fresh_name(const L3Kernel *k, const char *want, char *out, size_t n)
+{
+    snprintf(out, n, "%s", want);
+    for (int i = 1; name_taken(k, out); i++) snprintf(out, n, "%s_%d", want, i);
+}
+
+static bool block_uses_var(const L3Block *b, int var)
+{
+    for (int i = 0; i < b->n; i++) {
+        const L3Stmt *s = b->s[i];
+        if (expr_uses_var(s->index, var) || expr_uses_var(s->value, var) || expr_uses_var(s->cond, var)) return true;
+        if (block_uses_var(&s->body, var) || block_uses_var(&s->els, var)) return true;
+    }
+    return false;
+}
+
+static void print_loop_names(FILE *out, const L3Kernel *k, const Region *r)
+{
+    for (int i = 0; i < r->nloops; i++)
+        fprintf(out, "%s%s", i ? " x " : " ", k->vars[r->loops[i]->var].name);
+}
+
+/* The context struct and `static void NAME_bodyID(void *arg, int64_t lo,
+ * int64_t hi)`: the region's iterations lo .. hi-1 (one flat index over the
+ * collapsed loops, their variables recovered by / and %). */
+static void print_region_fn(FILE *out, const L3Kernel *k, const Region *r, int id)
+{
+    char arg[80], lo[80], hi[80], ctx[80], f[80];
+    fresh_name(k, "arg", arg, sizeof arg);
+    fresh_name(k, "lo", lo, sizeof lo);
+    fresh_name(k, "hi", hi, sizeof hi);
+    fresh_name(k, "ctx", ctx, sizeof ctx);
+    fresh_name(k, "f", f, sizeof f);
+    fprintf(out, "struct %s_body%d_ctx {\n", k->name, id);
+    bool any = false;
+    for (int b = 0; b < k->nbufs; b++)
+        if (r->bufs[b]) {
+            fprintf(out, "    %s%s *%s;\n", k->bufs[b].written ? "" : "const ", ctype(k->bufs[b].elem), k->bufs[b].name);
+            any = true;
+        }
+    for (int v = 0; v < k->nvars; v++)
+        if (r->vars[v]) {
+            fprintf(out, "    %s %s;\n", ctype(k->vars[v].type), k->vars[v].name);
+            any = true;
+        }
+    if (!any) fputs("    char unused;\n", out);
+    fputs("};\n\n", out);
+    fprintf(out, "/* %s: iterations [%s, %s) of the parallel loop%s", k->name, lo, hi, r->nloops > 1 ? "s" : "");
+    print_loop_names(out, k, r);
+    fprintf(out, " */\nstatic void %s_body%d(void *%s, int64_t %s, int64_t %s)\n{\n", k->name, id, arg, lo, hi);
+    fprintf(out, "    const struct %s_body%d_ctx *%s = %s;\n", k->name, id, ctx, arg);
+    for (int b = 0; b < k->nbufs; b++)
+        if (r->bufs[b])
+            fprintf(out, "    %s%s *restrict %s = %s->%s;\n", k->bufs[b].written ? "" : "const ", ctype(k->bufs[b].elem),
+                    k->bufs[b].name, ctx, k->bufs[b].name);
+    for (int v = 0; v < k->nvars; v++)
+        if (r->vars[v]) fprintf(out, "    %s %s = %s->%s;\n", ctype(k->vars[v].type), k->vars[v].name, ctx, k->vars[v].name);
+    if (!any) fprintf(out, "    (void)%s;\n", ctx);
+    const L3Stmt *last = r->loops[r->nloops - 1];
+    if (r->nloops == 1) {
+        const L3Var *v = &k->vars[last->var];
+        if (v->type == L3_I64) fprintf(out, "    for (int64_t %s = %s; %s < %s; %s++) {\n", v->name, lo, v->name, hi, v->name);
+        else fprintf(out, "    for (%s %s = (%s)%s; %s < %s; %s++) {\n", ctype(v->type), v->name, ctype(v->type), lo, v->name, hi, v->name);
+    } else {
+        fprintf(out, "    for (int64_t %s = %s; %s < %s; %s++) {\n", f, lo, f, hi, f);
+        int64_t stride = r->total;
+        for (int i = 0; i < r->nloops; i++) {
+            const L3Stmt *l = r->loops[i];
+            const L3Var *v = &k->vars[l->var];
+            stride /= l->extent;
+            if (!block_uses_var(&last->body, l->var)) continue;
+            char e[200];
+            if (i == 0) snprintf(e, sizeof e, "%s / %" PRId64, f, stride);
+            else if (stride == 1) snprintf(e, sizeof e, "%s %% %" PRId64, f, l->extent);
+            else snprintf(e, sizeof e, "%s / %" PRId64 " %% %" PRId64, f, stride, l->extent);
+            if (v->type == L3_I64) fprintf(out, "        int64_t %s = %s;\n", v->name, e);
+            else fprintf(out, "        %s %s = (%s)(%s);\n", ctype(v->type), v->name, ctype(v->type), e);
+        }
+    }
+    print_block(out, k, &last->body, 2, NULL);
+    fputs("    }\n}\n\n", out);
+}
+
+/* The parallel loop s as a call of netc_parallel_for (false: s cannot be
+ * outlined, print it as a loop). */
+static bool print_parallel_call(FILE *out, const L3Kernel *k, const L3Stmt *s, int d, int id)
+{
+    Region r;
+    if (!region_plan(k, s, &r)) return false;
+    char ctx[80];
+    fresh_name(k, "ctx", ctx, sizeof ctx);
+    int nf = 0;
+    for (int b = 0; b < k->nbufs; b++) nf += r.bufs[b];
+    for (int v = 0; v < k->nvars; v++) nf += r.vars[v];
+    indent(out, d);
+    fputs("/* parallel:", out);
+    print_loop_names(out, k, &r);
+    fprintf(out, " (%" PRId64 " iterations) */\n", r.total);
+    indent(out, d);
+    fputs("{\n", out);
+    indent(out, d + 1);
+    fprintf(out, "struct %s_body%d_ctx %s = {", k->name, id, ctx);
+    int i = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int j = 0; j < (pass ? k->nvars : k->nbufs); j++) {
+            if (!(pass ? r.vars[j] : r.bufs[j])) continue;
+            const char *nm = pass ? k->vars[j].name : k->bufs[j].name;
+            if (nf > 4) {
+                fputc('\n', out);
+                indent(out, d + 2);
+                fprintf(out, ".%s = %s%s", nm, nm, ++i < nf ? "," : "");
+            } else {
+                fprintf(out, "%s.%s = %s", i++ ? ", " : " ", nm, nm);
+            }
+        }
+    if (nf == 0) fputs(" 0", out);
+    if (nf > 4) {
+        fputc('\n', out);
+        indent(out, d + 1);
+        fputs("};\n", out);
+    } else {
+        fputs(" };\n", out);
+    }
+    indent(out, d + 1);
+    fprintf(out, "netc_parallel_for(%s_body%d, &%s, %" PRId64 ");\n", k->name, id, ctx, r.total);
+    indent(out, d);
+    fputs("}\n", out);
+    region_free(&r);
+    return true;
+}
+
+/* The outlined functions of the parallel loops in b, in the order
+ * print_stmt meets them. */
+static void print_outlined(FILE *out, const L3Kernel *k, const L3Block *b, int *npar)
+{
+    for (int i = 0; i < b->n; i++) {
+        const L3Stmt *s = b->s[i];
+        if (s->kind == L3S_FOR && (s->annot & L3_PARALLEL)) {
+            Region r;
+            if (region_plan(k, s, &r)) {
+                print_region_fn(out, k, &r, (*npar)++);
+                region_free(&r);
+            }
+            continue;   /* nested parallel loops stay serial either way */
+        }
+        print_outlined(out, k, &s->body, npar);
+        print_outlined(out, k, &s->els, npar);
+    }
 }
 
 void l3_print_c(FILE *out, const L3Module *m)
@@ -473,8 +849,12 @@ void l3_print_c(FILE *out, const L3Module *m)
     fprintf(out, "/* %s — generated by netc; do not edit. */\n", m->name);
     fputs("#include <math.h>\n#include <stdint.h>\n#include <stdlib.h>\n\n", out);
     fputs("#define NETC_MIN(a, b) ((a) < (b) ? (a) : (b))\n#define NETC_MAX(a, b) ((a) > (b) ? (a) : (b))\n\n", out);
+    fputs("/* The runtime's thread pool (runtime/pool.h): runs fn over [0, n) in chunks. */\n"
+          "void netc_parallel_for(void (*fn)(void *, int64_t, int64_t), void *ctx, int64_t n);\n\n", out);
     for (int i = 0; i < m->nkernels; i++) {
         const L3Kernel *k = &m->kernels[i];
+        int npar = 0;
+        print_outlined(out, k, &k->body, &npar);
         if (k->comment && *k->comment) fprintf(out, "/* %s */\n", k->comment);
         fprintf(out, "static void %s(", k->name);
         for (int j = 0; j < k->nbufs; j++)
@@ -483,7 +863,8 @@ void l3_print_c(FILE *out, const L3Module *m)
         if (k->nbufs == 0) fputs("void", out);
         fputs(")\n{\n", out);
         for (int j = 0; j < k->nbufs; j++) fprintf(out, "    (void)%s;\n", k->bufs[j].name);
-        print_block(out, k, &k->body, 1);
+        npar = 0;
+        print_block(out, k, &k->body, 1, &npar);
         fputs("}\n\n", out);
     }
     for (int i = 0; i < m->nentries; i++) {

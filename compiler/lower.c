@@ -380,7 +380,7 @@ static bool lower_pad(Lo *L)
 /* The tensor a row-schedule convolution accumulates in: its own output,
  * or (fused) the first tensor of the kernel stored with the anchor's shape.
  * -1 if there is none (then the per-element schedule is used). */
-static int conv_accumulator(Lo *L)
+int conv_accumulator(Lo *L)
 {
     int out = L->n->out;
     if (!L->fp) return out;
@@ -470,6 +470,84 @@ static bool lower_conv_rows(Lo *L, int acc_t)
     return true;
 }
 
+/* Transposed convolution, row schedule (upconv forward, and a
+ * convolution's input gradient): destination position p receives source
+ * position q through tap t when p = q*s + t*dil - lo, with the weight
+ * w[source channel][destination channel in group][t...].  Per destination
+ * (n, c) plane and row: the row starts at the bias (or 0), every source
+ * channel and row tap with an integral, in-range source row adds its row
+ * (last axis's taps unrolled over exactly the valid positions, so the
+ * innermost loop runs with constant bounds), then the epilogue runs over the
+ * row.  The planes are the parallel axis. */
+bool lower_transposed_rows(Lo *L, int src_t, int w_tensor, int bias_buf, int acc_t)
+{
+    const OpAttrs *at = L->n->op == OP_GRAD ? &L->g->nodes[L->n->at.grad_node].at : &L->n->at;
+    const Shape *ds = tshape(L, L->n->out), *ss = tshape(L, src_t), *ws = tshape(L, w_tensor);
+    int sr = ds->rank - 2, last = sr - 1;
+    int w = buf(L, w_tensor, false, "weight"), ab = buf(L, acc_t, true, "acc");
+    int64_t G = at->groups > 0 ? at->groups : 1, dpg = ds->d[1] / G, spg = ss->d[1] / G;
+    int pv;
+    L3Block *b = loop(L, &L->k->body, "nc", ds->d[0] * ds->d[1], &pv, L3_PARALLEL);
+    L3Expr *c[MAX_RANK];
+    c[0] = dv(L, V(L, pv), I(L, ds->d[1]));
+    c[1] = bin(L, L3_MOD, V(L, pv), I(L, ds->d[1]));
+    for (int i = 0; i < last; i++) {
+        int v;
+        b = loop(L, b, i == 0 ? "pd" : "ph", ds->d[2 + i], &v, 0);
+        c[2 + i] = V(L, v);
+    }
+    int lv;
+    L3Block *init = loop(L, b, "pw", ds->d[2 + last], &lv, L3_VECTORIZE);
+    c[2 + last] = V(L, lv);
+    l3_store(L->m, init, ab, lin(L, ds, c), bias_buf >= 0 ? load(L, bias_buf, c[1]) : F(L, 0), false);
+    L3Expr *grp = dv(L, c[1], I(L, dpg));
+    int jv;
+    L3Block *body = loop(L, b, "cs", spg, &jv, 0);
+    L3Expr *sc[MAX_RANK], *wc[MAX_RANK];
+    sc[0] = c[0];
+    sc[1] = add(L, mul(L, grp, I(L, spg)), V(L, jv));
+    wc[0] = sc[1];
+    wc[1] = sub(L, c[1], mul(L, grp, I(L, dpg)));
+    for (int i = 0; i < last; i++) {
+        int tv;
+        body = loop(L, body, "t", at->kernel[i], &tv, 0);
+        wc[2 + i] = V(L, tv);
+        int64_t st = at->stride[i];
+        L3Expr *q = sub(L, add(L, c[2 + i], I(L, at->pad.lo[i])), mul(L, V(L, tv), I(L, at->dilation[i])));
+        L3Expr *ok = bin(L, L3_LE, I(L, 0), q);
+        if (st != 1) ok = bin(L, L3_AND, ok, bin(L, L3_EQ, bin(L, L3_MOD, q, I(L, st)), I(L, 0)));
+        ok = bin(L, L3_AND, ok, bin(L, L3_LT, q, I(L, st * ss->d[2 + i])));
+        body = &l3_if(L->m, body, ok)->body;
+        sc[2 + i] = dv(L, q, I(L, st));
+    }
+    int64_t Dw = ds->d[2 + last], Sw = ss->d[2 + last], st = at->stride[last], dl = at->dilation[last], lo = at->pad.lo[last];
+    for (int64_t t = 0; t < at->kernel[last]; t++) {
+        /* source q with 0 <= q*s + t*dl - lo < Dw */
+        int64_t off = t * dl - lo, q0 = 0, q1 = Sw;
+        while (q0 < Sw && q0 * st + off < 0) q0++;
+        while (q1 > q0 && (q1 - 1) * st + off >= Dw) q1--;
+        if (q1 <= q0) continue;
+        wc[2 + last] = I(L, t);
+        int wv = l3_var(L->m, L->k, "wv", L3_F32, false);
+        l3_local(L->m, body, wv, load(L, w, lin(L, ws, wc)));
+        int v;
+        L3Block *row = loop(L, body, "q", q1 - q0, &v, L3_VECTORIZE);
+        L3Expr *qe = add(L, V(L, v), I(L, q0));
+        sc[2 + last] = qe;
+        L3Expr *dc[MAX_RANK];
+        for (int i = 0; i < ds->rank; i++) dc[i] = c[i];
+        dc[2 + last] = add(L, mul(L, qe, I(L, st)), I(L, off));
+        L3Expr *di = lin(L, ds, dc);
+        l3_store(L->m, row, ab, di, l3_fma(L->m, val(L, src_t, sc), V(L, wv), load(L, ab, di)), false);
+    }
+    L3Block *fin = loop(L, b, "pw", Dw, &lv, L3_VECTORIZE);
+    c[2 + last] = V(L, lv);
+    int r = l3_var(L->m, L->k, "y", L3_F32, false);
+    l3_local(L->m, fin, r, load(L, ab, lin(L, ds, c)));
+    emit(L, fin, c, V(L, r));
+    return true;
+}
+
 static bool lower_conv(Lo *L)
 {
     if (!getenv("NETC_CONV_ELEMENTWISE")) {
@@ -523,6 +601,12 @@ static bool lower_conv(Lo *L)
  * position i through tap t when i*s + t*dil - lo = o. */
 static bool lower_upconv(Lo *L)
 {
+    if (!getenv("NETC_CONV_ELEMENTWISE")) {
+        int acc = conv_accumulator(L);
+        if (acc >= 0)
+            return lower_transposed_rows(L, L->n->in[0], L->g->params[L->n->params[0]].tensor,
+                                         L->n->at.bias ? param_buf(L, 1, false) : -1, acc);
+    }
     const OpAttrs *at = &L->n->at;
     const Shape *os = tshape(L, L->n->out), *is = tshape(L, L->n->in[0]);
     int sr = os->rank - 2;

@@ -221,6 +221,81 @@ static bool grad_movement(Lo *L)
 
 /* ---- convolution ---------------------------------------------------------------------------------- */
 
+/* A convolution's weight gradient, vectorizable: per weight row (co, ci,
+ * row taps) and last-axis tap kw (unrolled), the sum over n, output rows and
+ * exactly the in-image positions of the last axis, kept in LANES
+ * independent accumulators (the innermost statements are LANES unrolled
+ * multiply-adds on consecutive positions, which vectorizers turn into one
+ * vector FMA) and added up at the end.  The order of the sum differs from the
+ * reference's; the tolerance covers it. */
+#define LANES 8
+static bool conv_weight_grad_lanes(Lo *L, int dy, int x, const Shape *ws)
+{
+    const Node *f = fwd(L);
+    const OpAttrs *at = &f->at;
+    const Shape *os = tshape(L, f->out), *is = tshape(L, t_x(L, 0));
+    int sr = os->rank - 2, last = sr - 1;
+    int64_t G = at->groups > 0 ? at->groups : 1, cpg = is->d[1] / G, opg = os->d[1] / G;
+    int pv;
+    L3Block *b = loop(L, &L->k->body, "cc", ws->d[0] * ws->d[1], &pv, L3_PARALLEL);
+    L3Expr *wc[MAX_RANK];
+    wc[0] = dv(L, V(L, pv), I(L, ws->d[1]));
+    wc[1] = bin(L, L3_MOD, V(L, pv), I(L, ws->d[1]));
+    L3Block *tb = b;
+    for (int i = 0; i < last; i++) {
+        int tv;
+        tb = loop(L, tb, "t", at->kernel[i], &tv, 0);
+        wc[2 + i] = V(L, tv);
+    }
+    int64_t OW = os->d[2 + last], IW = is->d[2 + last], st = at->stride[last], dl = at->dilation[last], lo = at->pad.lo[last];
+    for (int64_t kw = 0; kw < at->kernel[last]; kw++) {
+        int64_t off = kw * dl - lo, o0 = 0, o1 = OW;
+        while (o0 < OW && o0 * st + off < 0) o0++;
+        while (o1 > o0 && (o1 - 1) * st + off >= IW) o1--;
+        int acc[LANES];
+        for (int j = 0; j < LANES; j++) acc[j] = local(L, tb, "acc", L3_F32, F(L, 0));
+        if (o1 > o0) {
+            int nv;
+            L3Block *body = loop(L, tb, "n", os->d[0], &nv, 0);
+            L3Expr *xc[MAX_RANK], *oc[MAX_RANK];
+            xc[0] = oc[0] = V(L, nv);
+            oc[1] = wc[0];
+            xc[1] = add(L, mul(L, dv(L, wc[0], I(L, opg)), I(L, cpg)), wc[1]);
+            for (int i = 0; i < last; i++) {
+                int ov;
+                body = loop(L, body, "o", os->d[2 + i], &ov, 0);
+                oc[2 + i] = V(L, ov);
+                L3Expr *p = add(L, sub(L, mul(L, V(L, ov), I(L, at->stride[i])), I(L, at->pad.lo[i])),
+                                mul(L, wc[2 + i], I(L, at->dilation[i])));
+                body = &l3_if(L->m, body, and_(L, le(L, I(L, 0), p), lt(L, p, I(L, is->d[2 + i]))))->body;
+                xc[2 + i] = p;
+            }
+            int64_t len = o1 - o0, nb = len / LANES, rest = len % LANES;
+            if (nb > 0) {
+                int vv;
+                L3Block *vb = loop(L, body, "v", nb, &vv, 0);
+                for (int j = 0; j < LANES; j++) {
+                    L3Expr *ow = add(L, mul(L, V(L, vv), I(L, LANES)), I(L, o0 + j));
+                    oc[2 + last] = ow;
+                    xc[2 + last] = add(L, mul(L, ow, I(L, st)), I(L, off));
+                    set(L, vb, acc[j], l3_fma(L->m, val(L, dy, oc), val(L, x, xc), V(L, acc[j])));
+                }
+            }
+            for (int64_t u = 0; u < rest; u++) {
+                L3Expr *ow = I(L, o0 + nb * LANES + u);
+                oc[2 + last] = ow;
+                xc[2 + last] = add(L, mul(L, ow, I(L, st)), I(L, off));
+                set(L, body, acc[u % LANES], l3_fma(L->m, val(L, dy, oc), val(L, x, xc), V(L, acc[u % LANES])));
+            }
+        }
+        L3Expr *sum = V(L, acc[0]);
+        for (int j = 1; j < LANES; j++) sum = add(L, sum, V(L, acc[j]));
+        wc[2 + last] = I(L, kw);
+        emit(L, tb, wc, sum);
+    }
+    return true;
+}
+
 /* conv:   y[n, co, o] = b[co] + sum x[n, g*cpg + ci, o*s - lo + t*dil] w[co, ci, t]
  * upconv: y[n, co, o] = b[co] + sum_{o = i*s + t*dil - lo} x[n, ci, i] w[ci, col, t]
  * Input and weight gradients are gathers; the bias gradient sums dy. */
@@ -247,6 +322,10 @@ static bool grad_conv(Lo *L)
     }
     int x = t_x(L, 0), w = b_p(L, 0, "weight");
     const Shape *ws = tshape(L, t_p(L, 0));
+    if (k == 0 && !up && !getenv("NETC_CONV_ELEMENTWISE")) {   /* a transposed convolution of dy, row schedule */
+        int acc = conv_accumulator(L);
+        if (acc >= 0) return lower_transposed_rows(L, dy, t_p(L, 0), -1, acc);
+    }
     if (k == 0) {   /* input gradient */
         L3Expr *c[MAX_RANK];
         L3Block *b = loops_over(L, &L->k->body, is, c);
@@ -284,6 +363,7 @@ static bool grad_conv(Lo *L)
         emit(L, b, c, V(L, acc));
         return true;
     }
+    if (!up && !getenv("NETC_CONV_ELEMENTWISE")) return conv_weight_grad_lanes(L, dy, x, ws);
     /* weight gradient: w[a, b, t] summed over n and the positions the tap touches */
     L3Expr *wc[MAX_RANK];
     L3Block *b = loops_over(L, &L->k->body, ws, wc);

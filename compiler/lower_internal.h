@@ -122,6 +122,12 @@ L3Expr *valf(Lo *L, int t, L3Expr *flat);
 void emit(Lo *L, L3Block *b, L3Expr *const *c, L3Expr *v);
 void emitf(Lo *L, L3Block *b, L3Expr *flat, L3Expr *v);
 
+/* Row schedules (lower.c): the tensor a row-schedule kernel accumulates in
+ * (-1: none), and the transposed-convolution rows (upconv forward, conv
+ * input gradient). */
+int conv_accumulator(Lo *L);
+bool lower_transposed_rows(Lo *L, int src_t, int w_tensor, int bias_buf, int acc_t);
+
 /* gradients, losses and optimizer updates (lower_grad.c) */
 bool lower_grad_node(Lo *L, char *err, size_t errlen);
 bool lower_loss(Lo *L, char *err, size_t errlen);

@@ -6,6 +6,69 @@
 #define NETC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define NETC_MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/* The runtime's thread pool (runtime/pool.h): runs fn over [0, n) in chunks. */
+void netc_parallel_for(void (*fn)(void *, int64_t, int64_t), void *ctx, int64_t n);
+
+struct k0_enc_0_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *image;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k0_enc_0_conv_bn_relu_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k0_enc_0_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k0_enc_0_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict image = ctx->image;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 256;
+        int64_t od1 = f % 256;
+        /* vectorize */
+        for (int64_t ow2 = 0; ow2 < 256; ow2++) {
+            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
+        }
+        for (int64_t ci3 = 0; ci3 < 1; ci3++) {
+            for (int64_t t4 = 0; t4 < 3; t4++) {
+                if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
+                    float wv5 = weight[(((((nco0 % 64) + ci3) * 3) + t4) * 3)];
+                    /* vectorize */
+                    for (int64_t ow6 = 0; ow6 < 255; ow6++) {
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
+                    }
+                    float wv7 = weight[((((((nco0 % 64) + ci3) * 3) + t4) * 3) + 1)];
+                    /* vectorize */
+                    for (int64_t ow8 = 0; ow8 < 256; ow8++) {
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] = fmaf(image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)], wv7, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)]);
+                    }
+                    float wv9 = weight[((((((nco0 % 64) + ci3) * 3) + t4) * 3) + 2)];
+                    /* vectorize */
+                    for (int64_t ow10 = 0; ow10 < 255; ow10++) {
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] = fmaf(image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))], wv9, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)]);
+                    }
+                }
+            }
+        }
+        /* vectorize */
+        for (int64_t ow11 = 0; ow11 < 256; ow11++) {
+            float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
+            float r13 = y12;
+            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
+        }
+    }
+}
+
 /* conv kernel: enc.0.conv_bn_relu.conv enc.0.conv_bn_relu.batchnorm enc.0.conv_bn_relu.relu */
 static void k0_enc_0_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict image, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
@@ -17,40 +80,78 @@ static void k0_enc_0_conv_bn_relu_conv(const float *restrict weight, const float
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
-        for (int64_t od1 = 0; od1 < 256; od1++) {
-            /* vectorize */
-            for (int64_t ow2 = 0; ow2 < 256; ow2++) {
-                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
-            }
-            for (int64_t ci3 = 0; ci3 < 1; ci3++) {
-                for (int64_t t4 = 0; t4 < 3; t4++) {
-                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
-                        float wv5 = weight[(((((nco0 % 64) + ci3) * 3) + t4) * 3)];
-                        /* vectorize */
-                        for (int64_t ow6 = 0; ow6 < 255; ow6++) {
-                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
-                        }
-                        float wv7 = weight[((((((nco0 % 64) + ci3) * 3) + t4) * 3) + 1)];
-                        /* vectorize */
-                        for (int64_t ow8 = 0; ow8 < 256; ow8++) {
-                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] = fmaf(image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)], wv7, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)]);
-                        }
-                        float wv9 = weight[((((((nco0 % 64) + ci3) * 3) + t4) * 3) + 2)];
-                        /* vectorize */
-                        for (int64_t ow10 = 0; ow10 < 255; ow10++) {
-                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] = fmaf(image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))], wv9, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)]);
-                        }
+    /* parallel: nco0 x od1 (16384 iterations) */
+    {
+        struct k0_enc_0_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .image = image,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k0_enc_0_conv_bn_relu_conv_body0, &ctx, 16384);
+    }
+}
+
+struct k1_enc_0_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k1_enc_0_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k1_enc_0_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k1_enc_0_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 256;
+        int64_t od1 = f % 256;
+        /* vectorize */
+        for (int64_t ow2 = 0; ow2 < 256; ow2++) {
+            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
+        }
+        for (int64_t ci3 = 0; ci3 < 64; ci3++) {
+            for (int64_t t4 = 0; t4 < 3; t4++) {
+                if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
+                    float wv5 = weight[((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3)];
+                    /* vectorize */
+                    for (int64_t ow6 = 0; ow6 < 255; ow6++) {
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
+                    }
+                    float wv7 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 1)];
+                    /* vectorize */
+                    for (int64_t ow8 = 0; ow8 < 256; ow8++) {
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)], wv7, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)]);
+                    }
+                    float wv9 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 2)];
+                    /* vectorize */
+                    for (int64_t ow10 = 0; ow10 < 255; ow10++) {
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))], wv9, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)]);
                     }
                 }
             }
-            /* vectorize */
-            for (int64_t ow11 = 0; ow11 < 256; ow11++) {
-                float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
-                float r13 = y12;
-                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
-            }
+        }
+        /* vectorize */
+        for (int64_t ow11 = 0; ow11 < 256; ow11++) {
+            float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
+            float r13 = y12;
+            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
         }
     }
 }
@@ -66,40 +167,55 @@ static void k1_enc_0_conv_bn_relu_1_conv(const float *restrict weight, const flo
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
-        for (int64_t od1 = 0; od1 < 256; od1++) {
-            /* vectorize */
-            for (int64_t ow2 = 0; ow2 < 256; ow2++) {
-                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
-            }
-            for (int64_t ci3 = 0; ci3 < 64; ci3++) {
-                for (int64_t t4 = 0; t4 < 3; t4++) {
-                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
-                        float wv5 = weight[((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3)];
-                        /* vectorize */
-                        for (int64_t ow6 = 0; ow6 < 255; ow6++) {
-                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
-                        }
-                        float wv7 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 1)];
-                        /* vectorize */
-                        for (int64_t ow8 = 0; ow8 < 256; ow8++) {
-                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)], wv7, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)]);
-                        }
-                        float wv9 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 2)];
-                        /* vectorize */
-                        for (int64_t ow10 = 0; ow10 < 255; ow10++) {
-                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))], wv9, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)]);
+    /* parallel: nco0 x od1 (16384 iterations) */
+    {
+        struct k1_enc_0_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k1_enc_0_conv_bn_relu_1_conv_body0, &ctx, 16384);
+    }
+}
+
+struct k2_x_body0_ctx {
+    const float *relu;
+    float *x;
+};
+
+/* k2_x: iterations [lo, hi) of the parallel loops n0 x c1 x i2 */
+static void k2_x_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k2_x_body0_ctx *ctx = arg;
+    const float *restrict relu = ctx->relu;
+    float *restrict x = ctx->x;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t n0 = f / 8192;
+        int64_t c1 = f / 128 % 64;
+        int64_t i2 = f % 128;
+        /* vectorize */
+        for (int64_t j3 = 0; j3 < 128; j3++) {
+            float m4 = -INFINITY;
+            int64_t r5 = NETC_MAX((i2 * 2), 0);
+            int64_t e6 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 256), 256);
+            int64_t r7 = NETC_MAX((j3 * 2), 0);
+            int64_t e8 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 256), 256);
+            for (int64_t t9 = 0; t9 < 2; t9++) {
+                if (((r5 + t9) < e6)) {
+                    for (int64_t t10 = 0; t10 < 2; t10++) {
+                        if (((r7 + t10) < e8)) {
+                            m4 = (((m4 < relu[((((((n0 * 64) + c1) * 256) + (r5 + t9)) * 256) + (r7 + t10))]) || (relu[((((((n0 * 64) + c1) * 256) + (r5 + t9)) * 256) + (r7 + t10))] != relu[((((((n0 * 64) + c1) * 256) + (r5 + t9)) * 256) + (r7 + t10))])) ? ((m4 != m4) ? m4 : relu[((((((n0 * 64) + c1) * 256) + (r5 + t9)) * 256) + (r7 + t10))]) : m4);
                         }
                     }
                 }
             }
-            /* vectorize */
-            for (int64_t ow11 = 0; ow11 < 256; ow11++) {
-                float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
-                float r13 = y12;
-                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
-            }
+            float r11 = m4;
+            x[((((((n0 * 64) + c1) * 128) + i2) * 128) + j3)] = r11;
         }
     }
 }
@@ -109,30 +225,69 @@ static void k2_x(const float *restrict relu, float *restrict x)
 {
     (void)relu;
     (void)x;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 64; c1++) {
-            for (int64_t i2 = 0; i2 < 128; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 128; j3++) {
-                    float m4 = -INFINITY;
-                    int64_t r5 = NETC_MAX((i2 * 2), 0);
-                    int64_t e6 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 256), 256);
-                    int64_t r7 = NETC_MAX((j3 * 2), 0);
-                    int64_t e8 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 256), 256);
-                    for (int64_t t9 = 0; t9 < 2; t9++) {
-                        if (((r5 + t9) < e6)) {
-                            for (int64_t t10 = 0; t10 < 2; t10++) {
-                                if (((r7 + t10) < e8)) {
-                                    m4 = (((m4 < relu[((((((n0 * 64) + c1) * 256) + (r5 + t9)) * 256) + (r7 + t10))]) || (relu[((((((n0 * 64) + c1) * 256) + (r5 + t9)) * 256) + (r7 + t10))] != relu[((((((n0 * 64) + c1) * 256) + (r5 + t9)) * 256) + (r7 + t10))])) ? ((m4 != m4) ? m4 : relu[((((((n0 * 64) + c1) * 256) + (r5 + t9)) * 256) + (r7 + t10))]) : m4);
-                                }
-                            }
-                        }
+    /* parallel: n0 x c1 x i2 (8192 iterations) */
+    {
+        struct k2_x_body0_ctx ctx = { .relu = relu, .x = x };
+        netc_parallel_for(k2_x_body0, &ctx, 8192);
+    }
+}
+
+struct k3_enc_1_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *x;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k3_enc_1_conv_bn_relu_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k3_enc_1_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k3_enc_1_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict x = ctx->x;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 128;
+        int64_t od1 = f % 128;
+        /* vectorize */
+        for (int64_t ow2 = 0; ow2 < 128; ow2++) {
+            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
+        }
+        for (int64_t ci3 = 0; ci3 < 64; ci3++) {
+            for (int64_t t4 = 0; t4 < 3; t4++) {
+                if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
+                    float wv5 = weight[((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3)];
+                    /* vectorize */
+                    for (int64_t ow6 = 0; ow6 < 127; ow6++) {
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
                     }
-                    float r11 = m4;
-                    x[((((((n0 * 64) + c1) * 128) + i2) * 128) + j3)] = r11;
+                    float wv7 = weight[(((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3) + 1)];
+                    /* vectorize */
+                    for (int64_t ow8 = 0; ow8 < 128; ow8++) {
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] = fmaf(x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)], wv7, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)]);
+                    }
+                    float wv9 = weight[(((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3) + 2)];
+                    /* vectorize */
+                    for (int64_t ow10 = 0; ow10 < 127; ow10++) {
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] = fmaf(x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))], wv9, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)]);
+                    }
                 }
             }
+        }
+        /* vectorize */
+        for (int64_t ow11 = 0; ow11 < 128; ow11++) {
+            float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
+            float r13 = y12;
+            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
         }
     }
 }
@@ -148,40 +303,78 @@ static void k3_enc_1_conv_bn_relu_conv(const float *restrict weight, const float
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
-        for (int64_t od1 = 0; od1 < 128; od1++) {
-            /* vectorize */
-            for (int64_t ow2 = 0; ow2 < 128; ow2++) {
-                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
-            }
-            for (int64_t ci3 = 0; ci3 < 64; ci3++) {
-                for (int64_t t4 = 0; t4 < 3; t4++) {
-                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
-                        float wv5 = weight[((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3)];
-                        /* vectorize */
-                        for (int64_t ow6 = 0; ow6 < 127; ow6++) {
-                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
-                        }
-                        float wv7 = weight[(((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3) + 1)];
-                        /* vectorize */
-                        for (int64_t ow8 = 0; ow8 < 128; ow8++) {
-                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] = fmaf(x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)], wv7, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)]);
-                        }
-                        float wv9 = weight[(((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3) + 2)];
-                        /* vectorize */
-                        for (int64_t ow10 = 0; ow10 < 127; ow10++) {
-                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] = fmaf(x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))], wv9, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)]);
-                        }
+    /* parallel: nco0 x od1 (16384 iterations) */
+    {
+        struct k3_enc_1_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .x = x,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k3_enc_1_conv_bn_relu_conv_body0, &ctx, 16384);
+    }
+}
+
+struct k4_enc_1_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k4_enc_1_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k4_enc_1_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k4_enc_1_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 128;
+        int64_t od1 = f % 128;
+        /* vectorize */
+        for (int64_t ow2 = 0; ow2 < 128; ow2++) {
+            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
+        }
+        for (int64_t ci3 = 0; ci3 < 128; ci3++) {
+            for (int64_t t4 = 0; t4 < 3; t4++) {
+                if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
+                    float wv5 = weight[((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3)];
+                    /* vectorize */
+                    for (int64_t ow6 = 0; ow6 < 127; ow6++) {
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
+                    }
+                    float wv7 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 1)];
+                    /* vectorize */
+                    for (int64_t ow8 = 0; ow8 < 128; ow8++) {
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)], wv7, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)]);
+                    }
+                    float wv9 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 2)];
+                    /* vectorize */
+                    for (int64_t ow10 = 0; ow10 < 127; ow10++) {
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))], wv9, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)]);
                     }
                 }
             }
-            /* vectorize */
-            for (int64_t ow11 = 0; ow11 < 128; ow11++) {
-                float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
-                float r13 = y12;
-                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
-            }
+        }
+        /* vectorize */
+        for (int64_t ow11 = 0; ow11 < 128; ow11++) {
+            float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
+            float r13 = y12;
+            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
         }
     }
 }
@@ -197,40 +390,55 @@ static void k4_enc_1_conv_bn_relu_1_conv(const float *restrict weight, const flo
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
-        for (int64_t od1 = 0; od1 < 128; od1++) {
-            /* vectorize */
-            for (int64_t ow2 = 0; ow2 < 128; ow2++) {
-                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
-            }
-            for (int64_t ci3 = 0; ci3 < 128; ci3++) {
-                for (int64_t t4 = 0; t4 < 3; t4++) {
-                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
-                        float wv5 = weight[((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3)];
-                        /* vectorize */
-                        for (int64_t ow6 = 0; ow6 < 127; ow6++) {
-                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
-                        }
-                        float wv7 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 1)];
-                        /* vectorize */
-                        for (int64_t ow8 = 0; ow8 < 128; ow8++) {
-                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)], wv7, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)]);
-                        }
-                        float wv9 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 2)];
-                        /* vectorize */
-                        for (int64_t ow10 = 0; ow10 < 127; ow10++) {
-                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))], wv9, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)]);
+    /* parallel: nco0 x od1 (16384 iterations) */
+    {
+        struct k4_enc_1_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k4_enc_1_conv_bn_relu_1_conv_body0, &ctx, 16384);
+    }
+}
+
+struct k5_x_1_body0_ctx {
+    const float *relu;
+    float *x_1;
+};
+
+/* k5_x_1: iterations [lo, hi) of the parallel loops n0 x c1 x i2 */
+static void k5_x_1_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k5_x_1_body0_ctx *ctx = arg;
+    const float *restrict relu = ctx->relu;
+    float *restrict x_1 = ctx->x_1;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t n0 = f / 8192;
+        int64_t c1 = f / 64 % 128;
+        int64_t i2 = f % 64;
+        /* vectorize */
+        for (int64_t j3 = 0; j3 < 64; j3++) {
+            float m4 = -INFINITY;
+            int64_t r5 = NETC_MAX((i2 * 2), 0);
+            int64_t e6 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 128), 128);
+            int64_t r7 = NETC_MAX((j3 * 2), 0);
+            int64_t e8 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 128), 128);
+            for (int64_t t9 = 0; t9 < 2; t9++) {
+                if (((r5 + t9) < e6)) {
+                    for (int64_t t10 = 0; t10 < 2; t10++) {
+                        if (((r7 + t10) < e8)) {
+                            m4 = (((m4 < relu[((((((n0 * 128) + c1) * 128) + (r5 + t9)) * 128) + (r7 + t10))]) || (relu[((((((n0 * 128) + c1) * 128) + (r5 + t9)) * 128) + (r7 + t10))] != relu[((((((n0 * 128) + c1) * 128) + (r5 + t9)) * 128) + (r7 + t10))])) ? ((m4 != m4) ? m4 : relu[((((((n0 * 128) + c1) * 128) + (r5 + t9)) * 128) + (r7 + t10))]) : m4);
                         }
                     }
                 }
             }
-            /* vectorize */
-            for (int64_t ow11 = 0; ow11 < 128; ow11++) {
-                float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
-                float r13 = y12;
-                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
-            }
+            float r11 = m4;
+            x_1[((((((n0 * 128) + c1) * 64) + i2) * 64) + j3)] = r11;
         }
     }
 }
@@ -240,47 +448,37 @@ static void k5_x_1(const float *restrict relu, float *restrict x_1)
 {
     (void)relu;
     (void)x_1;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 128; c1++) {
-            for (int64_t i2 = 0; i2 < 64; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 64; j3++) {
-                    float m4 = -INFINITY;
-                    int64_t r5 = NETC_MAX((i2 * 2), 0);
-                    int64_t e6 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 128), 128);
-                    int64_t r7 = NETC_MAX((j3 * 2), 0);
-                    int64_t e8 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 128), 128);
-                    for (int64_t t9 = 0; t9 < 2; t9++) {
-                        if (((r5 + t9) < e6)) {
-                            for (int64_t t10 = 0; t10 < 2; t10++) {
-                                if (((r7 + t10) < e8)) {
-                                    m4 = (((m4 < relu[((((((n0 * 128) + c1) * 128) + (r5 + t9)) * 128) + (r7 + t10))]) || (relu[((((((n0 * 128) + c1) * 128) + (r5 + t9)) * 128) + (r7 + t10))] != relu[((((((n0 * 128) + c1) * 128) + (r5 + t9)) * 128) + (r7 + t10))])) ? ((m4 != m4) ? m4 : relu[((((((n0 * 128) + c1) * 128) + (r5 + t9)) * 128) + (r7 + t10))]) : m4);
-                                }
-                            }
-                        }
-                    }
-                    float r11 = m4;
-                    x_1[((((((n0 * 128) + c1) * 64) + i2) * 64) + j3)] = r11;
-                }
-            }
-        }
+    /* parallel: n0 x c1 x i2 (8192 iterations) */
+    {
+        struct k5_x_1_body0_ctx ctx = { .relu = relu, .x_1 = x_1 };
+        netc_parallel_for(k5_x_1_body0, &ctx, 8192);
     }
 }
 
-/* conv kernel: enc.2.conv_bn_relu.conv enc.2.conv_bn_relu.batchnorm enc.2.conv_bn_relu.relu */
-static void k6_enc_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x_1, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+struct k6_enc_2_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *x_1;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k6_enc_2_conv_bn_relu_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k6_enc_2_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
 {
-    (void)weight;
-    (void)bias;
-    (void)acc;
-    (void)x_1;
-    (void)bn_weight;
-    (void)bn_bias;
-    (void)running_mean;
-    (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+    const struct k6_enc_2_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict x_1 = ctx->x_1;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 64; od1++) {
             /* vectorize */
             for (int64_t ow2 = 0; ow2 < 64; ow2++) {
@@ -317,19 +515,57 @@ static void k6_enc_2_conv_bn_relu_conv(const float *restrict weight, const float
     }
 }
 
-/* conv kernel: enc.2.conv_bn_relu_1.conv enc.2.conv_bn_relu_1.batchnorm enc.2.conv_bn_relu_1.relu */
-static void k7_enc_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+/* conv kernel: enc.2.conv_bn_relu.conv enc.2.conv_bn_relu.batchnorm enc.2.conv_bn_relu.relu */
+static void k6_enc_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x_1, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
     (void)acc;
-    (void)relu;
+    (void)x_1;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+    /* parallel: nco0 (256 iterations) */
+    {
+        struct k6_enc_2_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .x_1 = x_1,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k6_enc_2_conv_bn_relu_conv_body0, &ctx, 256);
+    }
+}
+
+struct k7_enc_2_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k7_enc_2_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k7_enc_2_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k7_enc_2_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 64; od1++) {
             /* vectorize */
             for (int64_t ow2 = 0; ow2 < 64; ow2++) {
@@ -366,52 +602,107 @@ static void k7_enc_2_conv_bn_relu_1_conv(const float *restrict weight, const flo
     }
 }
 
-/* reduce kernel: x_2 */
-static void k8_x_2(const float *restrict relu, float *restrict x_2)
+/* conv kernel: enc.2.conv_bn_relu_1.conv enc.2.conv_bn_relu_1.batchnorm enc.2.conv_bn_relu_1.relu */
+static void k7_enc_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
+    (void)weight;
+    (void)bias;
+    (void)acc;
     (void)relu;
-    (void)x_2;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 256; c1++) {
-            for (int64_t i2 = 0; i2 < 32; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 32; j3++) {
-                    float m4 = -INFINITY;
-                    int64_t r5 = NETC_MAX((i2 * 2), 0);
-                    int64_t e6 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 64), 64);
-                    int64_t r7 = NETC_MAX((j3 * 2), 0);
-                    int64_t e8 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 64), 64);
-                    for (int64_t t9 = 0; t9 < 2; t9++) {
-                        if (((r5 + t9) < e6)) {
-                            for (int64_t t10 = 0; t10 < 2; t10++) {
-                                if (((r7 + t10) < e8)) {
-                                    m4 = (((m4 < relu[((((((n0 * 256) + c1) * 64) + (r5 + t9)) * 64) + (r7 + t10))]) || (relu[((((((n0 * 256) + c1) * 64) + (r5 + t9)) * 64) + (r7 + t10))] != relu[((((((n0 * 256) + c1) * 64) + (r5 + t9)) * 64) + (r7 + t10))])) ? ((m4 != m4) ? m4 : relu[((((((n0 * 256) + c1) * 64) + (r5 + t9)) * 64) + (r7 + t10))]) : m4);
-                                }
+    (void)bn_weight;
+    (void)bn_bias;
+    (void)running_mean;
+    (void)running_var;
+    /* parallel: nco0 (256 iterations) */
+    {
+        struct k7_enc_2_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k7_enc_2_conv_bn_relu_1_conv_body0, &ctx, 256);
+    }
+}
+
+struct k8_x_2_body0_ctx {
+    const float *relu;
+    float *x_2;
+};
+
+/* k8_x_2: iterations [lo, hi) of the parallel loops n0 x c1 */
+static void k8_x_2_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k8_x_2_body0_ctx *ctx = arg;
+    const float *restrict relu = ctx->relu;
+    float *restrict x_2 = ctx->x_2;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t n0 = f / 256;
+        int64_t c1 = f % 256;
+        for (int64_t i2 = 0; i2 < 32; i2++) {
+            /* vectorize */
+            for (int64_t j3 = 0; j3 < 32; j3++) {
+                float m4 = -INFINITY;
+                int64_t r5 = NETC_MAX((i2 * 2), 0);
+                int64_t e6 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 64), 64);
+                int64_t r7 = NETC_MAX((j3 * 2), 0);
+                int64_t e8 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 64), 64);
+                for (int64_t t9 = 0; t9 < 2; t9++) {
+                    if (((r5 + t9) < e6)) {
+                        for (int64_t t10 = 0; t10 < 2; t10++) {
+                            if (((r7 + t10) < e8)) {
+                                m4 = (((m4 < relu[((((((n0 * 256) + c1) * 64) + (r5 + t9)) * 64) + (r7 + t10))]) || (relu[((((((n0 * 256) + c1) * 64) + (r5 + t9)) * 64) + (r7 + t10))] != relu[((((((n0 * 256) + c1) * 64) + (r5 + t9)) * 64) + (r7 + t10))])) ? ((m4 != m4) ? m4 : relu[((((((n0 * 256) + c1) * 64) + (r5 + t9)) * 64) + (r7 + t10))]) : m4);
                             }
                         }
                     }
-                    float r11 = m4;
-                    x_2[((((((n0 * 256) + c1) * 32) + i2) * 32) + j3)] = r11;
                 }
+                float r11 = m4;
+                x_2[((((((n0 * 256) + c1) * 32) + i2) * 32) + j3)] = r11;
             }
         }
     }
 }
 
-/* conv kernel: enc.3.conv_bn_relu.conv enc.3.conv_bn_relu.batchnorm enc.3.conv_bn_relu.relu */
-static void k9_enc_3_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x_2, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+/* reduce kernel: x_2 */
+static void k8_x_2(const float *restrict relu, float *restrict x_2)
 {
-    (void)weight;
-    (void)bias;
-    (void)acc;
+    (void)relu;
     (void)x_2;
-    (void)bn_weight;
-    (void)bn_bias;
-    (void)running_mean;
-    (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 512; nco0++) {
+    /* parallel: n0 x c1 (256 iterations) */
+    {
+        struct k8_x_2_body0_ctx ctx = { .relu = relu, .x_2 = x_2 };
+        netc_parallel_for(k8_x_2_body0, &ctx, 256);
+    }
+}
+
+struct k9_enc_3_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *x_2;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k9_enc_3_conv_bn_relu_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k9_enc_3_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k9_enc_3_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict x_2 = ctx->x_2;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 32; od1++) {
             /* vectorize */
             for (int64_t ow2 = 0; ow2 < 32; ow2++) {
@@ -448,19 +739,57 @@ static void k9_enc_3_conv_bn_relu_conv(const float *restrict weight, const float
     }
 }
 
-/* conv kernel: enc.3.conv_bn_relu_1.conv enc.3.conv_bn_relu_1.batchnorm enc.3.conv_bn_relu_1.relu */
-static void k10_enc_3_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+/* conv kernel: enc.3.conv_bn_relu.conv enc.3.conv_bn_relu.batchnorm enc.3.conv_bn_relu.relu */
+static void k9_enc_3_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x_2, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
     (void)acc;
-    (void)relu;
+    (void)x_2;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 512; nco0++) {
+    /* parallel: nco0 (512 iterations) */
+    {
+        struct k9_enc_3_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .x_2 = x_2,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k9_enc_3_conv_bn_relu_conv_body0, &ctx, 512);
+    }
+}
+
+struct k10_enc_3_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k10_enc_3_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k10_enc_3_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k10_enc_3_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 32; od1++) {
             /* vectorize */
             for (int64_t ow2 = 0; ow2 < 32; ow2++) {
@@ -497,52 +826,107 @@ static void k10_enc_3_conv_bn_relu_1_conv(const float *restrict weight, const fl
     }
 }
 
-/* reduce kernel: x_3 */
-static void k11_x_3(const float *restrict relu, float *restrict x_3)
+/* conv kernel: enc.3.conv_bn_relu_1.conv enc.3.conv_bn_relu_1.batchnorm enc.3.conv_bn_relu_1.relu */
+static void k10_enc_3_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
+    (void)weight;
+    (void)bias;
+    (void)acc;
     (void)relu;
-    (void)x_3;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 512; c1++) {
-            for (int64_t i2 = 0; i2 < 16; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 16; j3++) {
-                    float m4 = -INFINITY;
-                    int64_t r5 = NETC_MAX((i2 * 2), 0);
-                    int64_t e6 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 32), 32);
-                    int64_t r7 = NETC_MAX((j3 * 2), 0);
-                    int64_t e8 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 32), 32);
-                    for (int64_t t9 = 0; t9 < 2; t9++) {
-                        if (((r5 + t9) < e6)) {
-                            for (int64_t t10 = 0; t10 < 2; t10++) {
-                                if (((r7 + t10) < e8)) {
-                                    m4 = (((m4 < relu[((((((n0 * 512) + c1) * 32) + (r5 + t9)) * 32) + (r7 + t10))]) || (relu[((((((n0 * 512) + c1) * 32) + (r5 + t9)) * 32) + (r7 + t10))] != relu[((((((n0 * 512) + c1) * 32) + (r5 + t9)) * 32) + (r7 + t10))])) ? ((m4 != m4) ? m4 : relu[((((((n0 * 512) + c1) * 32) + (r5 + t9)) * 32) + (r7 + t10))]) : m4);
-                                }
+    (void)bn_weight;
+    (void)bn_bias;
+    (void)running_mean;
+    (void)running_var;
+    /* parallel: nco0 (512 iterations) */
+    {
+        struct k10_enc_3_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k10_enc_3_conv_bn_relu_1_conv_body0, &ctx, 512);
+    }
+}
+
+struct k11_x_3_body0_ctx {
+    const float *relu;
+    float *x_3;
+};
+
+/* k11_x_3: iterations [lo, hi) of the parallel loops n0 x c1 */
+static void k11_x_3_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k11_x_3_body0_ctx *ctx = arg;
+    const float *restrict relu = ctx->relu;
+    float *restrict x_3 = ctx->x_3;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t n0 = f / 512;
+        int64_t c1 = f % 512;
+        for (int64_t i2 = 0; i2 < 16; i2++) {
+            /* vectorize */
+            for (int64_t j3 = 0; j3 < 16; j3++) {
+                float m4 = -INFINITY;
+                int64_t r5 = NETC_MAX((i2 * 2), 0);
+                int64_t e6 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 32), 32);
+                int64_t r7 = NETC_MAX((j3 * 2), 0);
+                int64_t e8 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 32), 32);
+                for (int64_t t9 = 0; t9 < 2; t9++) {
+                    if (((r5 + t9) < e6)) {
+                        for (int64_t t10 = 0; t10 < 2; t10++) {
+                            if (((r7 + t10) < e8)) {
+                                m4 = (((m4 < relu[((((((n0 * 512) + c1) * 32) + (r5 + t9)) * 32) + (r7 + t10))]) || (relu[((((((n0 * 512) + c1) * 32) + (r5 + t9)) * 32) + (r7 + t10))] != relu[((((((n0 * 512) + c1) * 32) + (r5 + t9)) * 32) + (r7 + t10))])) ? ((m4 != m4) ? m4 : relu[((((((n0 * 512) + c1) * 32) + (r5 + t9)) * 32) + (r7 + t10))]) : m4);
                             }
                         }
                     }
-                    float r11 = m4;
-                    x_3[((((((n0 * 512) + c1) * 16) + i2) * 16) + j3)] = r11;
                 }
+                float r11 = m4;
+                x_3[((((((n0 * 512) + c1) * 16) + i2) * 16) + j3)] = r11;
             }
         }
     }
 }
 
-/* conv kernel: bottom.conv_bn_relu.conv bottom.conv_bn_relu.batchnorm bottom.conv_bn_relu.relu */
-static void k12_bottom_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x_3, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+/* reduce kernel: x_3 */
+static void k11_x_3(const float *restrict relu, float *restrict x_3)
 {
-    (void)weight;
-    (void)bias;
-    (void)acc;
+    (void)relu;
     (void)x_3;
-    (void)bn_weight;
-    (void)bn_bias;
-    (void)running_mean;
-    (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 1024; nco0++) {
+    /* parallel: n0 x c1 (512 iterations) */
+    {
+        struct k11_x_3_body0_ctx ctx = { .relu = relu, .x_3 = x_3 };
+        netc_parallel_for(k11_x_3_body0, &ctx, 512);
+    }
+}
+
+struct k12_bottom_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *x_3;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k12_bottom_conv_bn_relu_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k12_bottom_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k12_bottom_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict x_3 = ctx->x_3;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 16; od1++) {
             /* vectorize */
             for (int64_t ow2 = 0; ow2 < 16; ow2++) {
@@ -579,19 +963,57 @@ static void k12_bottom_conv_bn_relu_conv(const float *restrict weight, const flo
     }
 }
 
-/* conv kernel: bottom.conv_bn_relu_1.conv bottom.conv_bn_relu_1.batchnorm bottom.conv_bn_relu_1.relu */
-static void k13_bottom_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+/* conv kernel: bottom.conv_bn_relu.conv bottom.conv_bn_relu.batchnorm bottom.conv_bn_relu.relu */
+static void k12_bottom_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x_3, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
     (void)acc;
-    (void)relu;
+    (void)x_3;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 1024; nco0++) {
+    /* parallel: nco0 (1024 iterations) */
+    {
+        struct k12_bottom_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .x_3 = x_3,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k12_bottom_conv_bn_relu_conv_body0, &ctx, 1024);
+    }
+}
+
+struct k13_bottom_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k13_bottom_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k13_bottom_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k13_bottom_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 16; od1++) {
             /* vectorize */
             for (int64_t ow2 = 0; ow2 < 16; ow2++) {
@@ -628,53 +1050,120 @@ static void k13_bottom_conv_bn_relu_1_conv(const float *restrict weight, const f
     }
 }
 
-/* conv kernel: up.3 */
-static void k14_up_3(const float *restrict weight, const float *restrict bias, const float *restrict relu, float *restrict t)
-{
-    (void)weight;
-    (void)bias;
-    (void)relu;
-    (void)t;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 512; c1++) {
-            for (int64_t i2 = 0; i2 < 32; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 32; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 1024; ci5++) {
-                        for (int64_t t6 = 0; t6 < 2; t6++) {
-                            if ((((0 <= (i2 - t6)) && (((i2 - t6) % 2) == 0)) && ((i2 - t6) < 32))) {
-                                for (int64_t t7 = 0; t7 < 2; t7++) {
-                                    if ((((0 <= (j3 - t7)) && (((j3 - t7) % 2) == 0)) && ((j3 - t7) < 32))) {
-                                        acc4 = fmaf(relu[((((((n0 * 1024) + (((c1 / 512) * 1024) + ci5)) * 16) + ((i2 - t6) / 2)) * 16) + ((j3 - t7) / 2))], weight[(((((((((c1 / 512) * 1024) + ci5) * 512) + (c1 - ((c1 / 512) * 512))) * 2) + t6) * 2) + t7)], acc4);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    float r8 = acc4;
-                    t[((((((n0 * 512) + c1) * 32) + i2) * 32) + j3)] = r8;
-                }
-            }
-        }
-    }
-}
-
-/* conv kernel: x_4 (inlined) dec.3.conv_bn_relu.conv dec.3.conv_bn_relu.batchnorm dec.3.conv_bn_relu.relu */
-static void k15_dec_3_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+/* conv kernel: bottom.conv_bn_relu_1.conv bottom.conv_bn_relu_1.batchnorm bottom.conv_bn_relu_1.relu */
+static void k13_bottom_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
     (void)acc;
-    (void)t;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 512; nco0++) {
+    /* parallel: nco0 (1024 iterations) */
+    {
+        struct k13_bottom_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k13_bottom_conv_bn_relu_1_conv_body0, &ctx, 1024);
+    }
+}
+
+struct k14_up_3_body0_ctx {
+    const float *bias;
+    const float *weight;
+    float *acc;
+    const float *relu;
+};
+
+/* k14_up_3: iterations [lo, hi) of the parallel loop nc0 */
+static void k14_up_3_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k14_up_3_body0_ctx *ctx = arg;
+    const float *restrict bias = ctx->bias;
+    const float *restrict weight = ctx->weight;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    for (int64_t nc0 = lo; nc0 < hi; nc0++) {
+        for (int64_t pd1 = 0; pd1 < 32; pd1++) {
+            /* vectorize */
+            for (int64_t pw2 = 0; pw2 < 32; pw2++) {
+                acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + pw2)] = bias[(nc0 % 512)];
+            }
+            for (int64_t cs3 = 0; cs3 < 1024; cs3++) {
+                for (int64_t t4 = 0; t4 < 2; t4++) {
+                    if ((((0 <= (pd1 - t4)) && (((pd1 - t4) % 2) == 0)) && ((pd1 - t4) < 32))) {
+                        float wv5 = weight[(((((((((nc0 % 512) / 512) * 1024) + cs3) * 512) + ((nc0 % 512) - (((nc0 % 512) / 512) * 512))) * 2) + t4) * 2)];
+                        /* vectorize */
+                        for (int64_t q6 = 0; q6 < 16; q6++) {
+                            acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + (q6 * 2))] = fmaf(relu[(((((((nc0 / 512) * 1024) + ((((nc0 % 512) / 512) * 1024) + cs3)) * 16) + ((pd1 - t4) / 2)) * 16) + q6)], wv5, acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + (q6 * 2))]);
+                        }
+                        float wv7 = weight[((((((((((nc0 % 512) / 512) * 1024) + cs3) * 512) + ((nc0 % 512) - (((nc0 % 512) / 512) * 512))) * 2) + t4) * 2) + 1)];
+                        /* vectorize */
+                        for (int64_t q8 = 0; q8 < 16; q8++) {
+                            acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ((q8 * 2) + 1))] = fmaf(relu[(((((((nc0 / 512) * 1024) + ((((nc0 % 512) / 512) * 1024) + cs3)) * 16) + ((pd1 - t4) / 2)) * 16) + q8)], wv7, acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ((q8 * 2) + 1))]);
+                        }
+                    }
+                }
+            }
+            /* vectorize */
+            for (int64_t pw9 = 0; pw9 < 32; pw9++) {
+                float y10 = acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + pw9)];
+                float r11 = y10;
+                acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + pw9)] = r11;
+            }
+        }
+    }
+}
+
+/* conv kernel: up.3 */
+static void k14_up_3(const float *restrict bias, const float *restrict weight, float *restrict acc, const float *restrict relu)
+{
+    (void)bias;
+    (void)weight;
+    (void)acc;
+    (void)relu;
+    /* parallel: nc0 (512 iterations) */
+    {
+        struct k14_up_3_body0_ctx ctx = { .bias = bias, .weight = weight, .acc = acc, .relu = relu };
+        netc_parallel_for(k14_up_3_body0, &ctx, 512);
+    }
+}
+
+struct k15_dec_3_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *t;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k15_dec_3_conv_bn_relu_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k15_dec_3_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k15_dec_3_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict t = ctx->t;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 32; od1++) {
             /* vectorize */
             for (int64_t ow2 = 0; ow2 < 32; ow2++) {
@@ -711,19 +1200,59 @@ static void k15_dec_3_conv_bn_relu_conv(const float *restrict weight, const floa
     }
 }
 
-/* conv kernel: dec.3.conv_bn_relu_1.conv dec.3.conv_bn_relu_1.batchnorm dec.3.conv_bn_relu_1.relu */
-static void k16_dec_3_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+/* conv kernel: x_4 (inlined) dec.3.conv_bn_relu.conv dec.3.conv_bn_relu.batchnorm dec.3.conv_bn_relu.relu */
+static void k15_dec_3_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
     (void)acc;
+    (void)t;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 512; nco0++) {
+    /* parallel: nco0 (512 iterations) */
+    {
+        struct k15_dec_3_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .t = t,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k15_dec_3_conv_bn_relu_conv_body0, &ctx, 512);
+    }
+}
+
+struct k16_dec_3_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k16_dec_3_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k16_dec_3_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k16_dec_3_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 32; od1++) {
             /* vectorize */
             for (int64_t ow2 = 0; ow2 < 32; ow2++) {
@@ -760,53 +1289,120 @@ static void k16_dec_3_conv_bn_relu_1_conv(const float *restrict weight, const fl
     }
 }
 
-/* conv kernel: up.2 */
-static void k17_up_2(const float *restrict weight, const float *restrict bias, const float *restrict relu, float *restrict t)
-{
-    (void)weight;
-    (void)bias;
-    (void)relu;
-    (void)t;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 256; c1++) {
-            for (int64_t i2 = 0; i2 < 64; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 64; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 512; ci5++) {
-                        for (int64_t t6 = 0; t6 < 2; t6++) {
-                            if ((((0 <= (i2 - t6)) && (((i2 - t6) % 2) == 0)) && ((i2 - t6) < 64))) {
-                                for (int64_t t7 = 0; t7 < 2; t7++) {
-                                    if ((((0 <= (j3 - t7)) && (((j3 - t7) % 2) == 0)) && ((j3 - t7) < 64))) {
-                                        acc4 = fmaf(relu[((((((n0 * 512) + (((c1 / 256) * 512) + ci5)) * 32) + ((i2 - t6) / 2)) * 32) + ((j3 - t7) / 2))], weight[(((((((((c1 / 256) * 512) + ci5) * 256) + (c1 - ((c1 / 256) * 256))) * 2) + t6) * 2) + t7)], acc4);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    float r8 = acc4;
-                    t[((((((n0 * 256) + c1) * 64) + i2) * 64) + j3)] = r8;
-                }
-            }
-        }
-    }
-}
-
-/* conv kernel: x_5 (inlined) dec.2.conv_bn_relu.conv dec.2.conv_bn_relu.batchnorm dec.2.conv_bn_relu.relu */
-static void k18_dec_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+/* conv kernel: dec.3.conv_bn_relu_1.conv dec.3.conv_bn_relu_1.batchnorm dec.3.conv_bn_relu_1.relu */
+static void k16_dec_3_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
     (void)acc;
-    (void)t;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+    /* parallel: nco0 (512 iterations) */
+    {
+        struct k16_dec_3_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k16_dec_3_conv_bn_relu_1_conv_body0, &ctx, 512);
+    }
+}
+
+struct k17_up_2_body0_ctx {
+    const float *bias;
+    const float *weight;
+    float *acc;
+    const float *relu;
+};
+
+/* k17_up_2: iterations [lo, hi) of the parallel loop nc0 */
+static void k17_up_2_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k17_up_2_body0_ctx *ctx = arg;
+    const float *restrict bias = ctx->bias;
+    const float *restrict weight = ctx->weight;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    for (int64_t nc0 = lo; nc0 < hi; nc0++) {
+        for (int64_t pd1 = 0; pd1 < 64; pd1++) {
+            /* vectorize */
+            for (int64_t pw2 = 0; pw2 < 64; pw2++) {
+                acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + pw2)] = bias[(nc0 % 256)];
+            }
+            for (int64_t cs3 = 0; cs3 < 512; cs3++) {
+                for (int64_t t4 = 0; t4 < 2; t4++) {
+                    if ((((0 <= (pd1 - t4)) && (((pd1 - t4) % 2) == 0)) && ((pd1 - t4) < 64))) {
+                        float wv5 = weight[(((((((((nc0 % 256) / 256) * 512) + cs3) * 256) + ((nc0 % 256) - (((nc0 % 256) / 256) * 256))) * 2) + t4) * 2)];
+                        /* vectorize */
+                        for (int64_t q6 = 0; q6 < 32; q6++) {
+                            acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + (q6 * 2))] = fmaf(relu[(((((((nc0 / 256) * 512) + ((((nc0 % 256) / 256) * 512) + cs3)) * 32) + ((pd1 - t4) / 2)) * 32) + q6)], wv5, acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + (q6 * 2))]);
+                        }
+                        float wv7 = weight[((((((((((nc0 % 256) / 256) * 512) + cs3) * 256) + ((nc0 % 256) - (((nc0 % 256) / 256) * 256))) * 2) + t4) * 2) + 1)];
+                        /* vectorize */
+                        for (int64_t q8 = 0; q8 < 32; q8++) {
+                            acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ((q8 * 2) + 1))] = fmaf(relu[(((((((nc0 / 256) * 512) + ((((nc0 % 256) / 256) * 512) + cs3)) * 32) + ((pd1 - t4) / 2)) * 32) + q8)], wv7, acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ((q8 * 2) + 1))]);
+                        }
+                    }
+                }
+            }
+            /* vectorize */
+            for (int64_t pw9 = 0; pw9 < 64; pw9++) {
+                float y10 = acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + pw9)];
+                float r11 = y10;
+                acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + pw9)] = r11;
+            }
+        }
+    }
+}
+
+/* conv kernel: up.2 */
+static void k17_up_2(const float *restrict bias, const float *restrict weight, float *restrict acc, const float *restrict relu)
+{
+    (void)bias;
+    (void)weight;
+    (void)acc;
+    (void)relu;
+    /* parallel: nc0 (256 iterations) */
+    {
+        struct k17_up_2_body0_ctx ctx = { .bias = bias, .weight = weight, .acc = acc, .relu = relu };
+        netc_parallel_for(k17_up_2_body0, &ctx, 256);
+    }
+}
+
+struct k18_dec_2_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *t;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k18_dec_2_conv_bn_relu_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k18_dec_2_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k18_dec_2_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict t = ctx->t;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 64; od1++) {
             /* vectorize */
             for (int64_t ow2 = 0; ow2 < 64; ow2++) {
@@ -843,19 +1439,59 @@ static void k18_dec_2_conv_bn_relu_conv(const float *restrict weight, const floa
     }
 }
 
-/* conv kernel: dec.2.conv_bn_relu_1.conv dec.2.conv_bn_relu_1.batchnorm dec.2.conv_bn_relu_1.relu */
-static void k19_dec_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+/* conv kernel: x_5 (inlined) dec.2.conv_bn_relu.conv dec.2.conv_bn_relu.batchnorm dec.2.conv_bn_relu.relu */
+static void k18_dec_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
     (void)acc;
+    (void)t;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+    /* parallel: nco0 (256 iterations) */
+    {
+        struct k18_dec_2_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .t = t,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k18_dec_2_conv_bn_relu_conv_body0, &ctx, 256);
+    }
+}
+
+struct k19_dec_2_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k19_dec_2_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k19_dec_2_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k19_dec_2_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 64; od1++) {
             /* vectorize */
             for (int64_t ow2 = 0; ow2 < 64; ow2++) {
@@ -892,35 +1528,152 @@ static void k19_dec_2_conv_bn_relu_1_conv(const float *restrict weight, const fl
     }
 }
 
-/* conv kernel: up.1 */
-static void k20_up_1(const float *restrict weight, const float *restrict bias, const float *restrict relu, float *restrict t)
+/* conv kernel: dec.2.conv_bn_relu_1.conv dec.2.conv_bn_relu_1.batchnorm dec.2.conv_bn_relu_1.relu */
+static void k19_dec_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
-    (void)t;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 128; c1++) {
-            for (int64_t i2 = 0; i2 < 128; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 128; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 256; ci5++) {
-                        for (int64_t t6 = 0; t6 < 2; t6++) {
-                            if ((((0 <= (i2 - t6)) && (((i2 - t6) % 2) == 0)) && ((i2 - t6) < 128))) {
-                                for (int64_t t7 = 0; t7 < 2; t7++) {
-                                    if ((((0 <= (j3 - t7)) && (((j3 - t7) % 2) == 0)) && ((j3 - t7) < 128))) {
-                                        acc4 = fmaf(relu[((((((n0 * 256) + (((c1 / 128) * 256) + ci5)) * 64) + ((i2 - t6) / 2)) * 64) + ((j3 - t7) / 2))], weight[(((((((((c1 / 128) * 256) + ci5) * 128) + (c1 - ((c1 / 128) * 128))) * 2) + t6) * 2) + t7)], acc4);
-                                    }
-                                }
-                            }
-                        }
+    (void)bn_weight;
+    (void)bn_bias;
+    (void)running_mean;
+    (void)running_var;
+    /* parallel: nco0 (256 iterations) */
+    {
+        struct k19_dec_2_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k19_dec_2_conv_bn_relu_1_conv_body0, &ctx, 256);
+    }
+}
+
+struct k20_up_1_body0_ctx {
+    const float *bias;
+    const float *weight;
+    float *acc;
+    const float *relu;
+};
+
+/* k20_up_1: iterations [lo, hi) of the parallel loops nc0 x pd1 */
+static void k20_up_1_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k20_up_1_body0_ctx *ctx = arg;
+    const float *restrict bias = ctx->bias;
+    const float *restrict weight = ctx->weight;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nc0 = f / 128;
+        int64_t pd1 = f % 128;
+        /* vectorize */
+        for (int64_t pw2 = 0; pw2 < 128; pw2++) {
+            acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + pw2)] = bias[(nc0 % 128)];
+        }
+        for (int64_t cs3 = 0; cs3 < 256; cs3++) {
+            for (int64_t t4 = 0; t4 < 2; t4++) {
+                if ((((0 <= (pd1 - t4)) && (((pd1 - t4) % 2) == 0)) && ((pd1 - t4) < 128))) {
+                    float wv5 = weight[(((((((((nc0 % 128) / 128) * 256) + cs3) * 128) + ((nc0 % 128) - (((nc0 % 128) / 128) * 128))) * 2) + t4) * 2)];
+                    /* vectorize */
+                    for (int64_t q6 = 0; q6 < 64; q6++) {
+                        acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + (q6 * 2))] = fmaf(relu[(((((((nc0 / 128) * 256) + ((((nc0 % 128) / 128) * 256) + cs3)) * 64) + ((pd1 - t4) / 2)) * 64) + q6)], wv5, acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + (q6 * 2))]);
                     }
-                    float r8 = acc4;
-                    t[((((((n0 * 128) + c1) * 128) + i2) * 128) + j3)] = r8;
+                    float wv7 = weight[((((((((((nc0 % 128) / 128) * 256) + cs3) * 128) + ((nc0 % 128) - (((nc0 % 128) / 128) * 128))) * 2) + t4) * 2) + 1)];
+                    /* vectorize */
+                    for (int64_t q8 = 0; q8 < 64; q8++) {
+                        acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ((q8 * 2) + 1))] = fmaf(relu[(((((((nc0 / 128) * 256) + ((((nc0 % 128) / 128) * 256) + cs3)) * 64) + ((pd1 - t4) / 2)) * 64) + q8)], wv7, acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ((q8 * 2) + 1))]);
+                    }
                 }
             }
+        }
+        /* vectorize */
+        for (int64_t pw9 = 0; pw9 < 128; pw9++) {
+            float y10 = acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + pw9)];
+            float r11 = y10;
+            acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + pw9)] = r11;
+        }
+    }
+}
+
+/* conv kernel: up.1 */
+static void k20_up_1(const float *restrict bias, const float *restrict weight, float *restrict acc, const float *restrict relu)
+{
+    (void)bias;
+    (void)weight;
+    (void)acc;
+    (void)relu;
+    /* parallel: nc0 x pd1 (16384 iterations) */
+    {
+        struct k20_up_1_body0_ctx ctx = { .bias = bias, .weight = weight, .acc = acc, .relu = relu };
+        netc_parallel_for(k20_up_1_body0, &ctx, 16384);
+    }
+}
+
+struct k21_dec_1_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *t;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k21_dec_1_conv_bn_relu_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k21_dec_1_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k21_dec_1_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict t = ctx->t;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 128;
+        int64_t od1 = f % 128;
+        /* vectorize */
+        for (int64_t ow2 = 0; ow2 < 128; ow2++) {
+            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
+        }
+        for (int64_t ci3 = 0; ci3 < 256; ci3++) {
+            for (int64_t t4 = 0; t4 < 3; t4++) {
+                if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
+                    float wv5 = weight[((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3)];
+                    /* vectorize */
+                    for (int64_t ow6 = 0; ow6 < 127; ow6++) {
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))]), wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
+                    }
+                    float wv7 = weight[(((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3) + 1)];
+                    /* vectorize */
+                    for (int64_t ow8 = 0; ow8 < 128; ow8++) {
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] = fmaf(((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)]), wv7, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)]);
+                    }
+                    float wv9 = weight[(((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3) + 2)];
+                    /* vectorize */
+                    for (int64_t ow10 = 0; ow10 < 127; ow10++) {
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] = fmaf(((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))]), wv9, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)]);
+                    }
+                }
+            }
+        }
+        /* vectorize */
+        for (int64_t ow11 = 0; ow11 < 128; ow11++) {
+            float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
+            float r13 = y12;
+            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
         }
     }
 }
@@ -937,40 +1690,79 @@ static void k21_dec_1_conv_bn_relu_conv(const float *restrict weight, const floa
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
-        for (int64_t od1 = 0; od1 < 128; od1++) {
-            /* vectorize */
-            for (int64_t ow2 = 0; ow2 < 128; ow2++) {
-                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
-            }
-            for (int64_t ci3 = 0; ci3 < 256; ci3++) {
-                for (int64_t t4 = 0; t4 < 3; t4++) {
-                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
-                        float wv5 = weight[((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3)];
-                        /* vectorize */
-                        for (int64_t ow6 = 0; ow6 < 127; ow6++) {
-                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))]), wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
-                        }
-                        float wv7 = weight[(((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3) + 1)];
-                        /* vectorize */
-                        for (int64_t ow8 = 0; ow8 < 128; ow8++) {
-                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] = fmaf(((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)]), wv7, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)]);
-                        }
-                        float wv9 = weight[(((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3) + 2)];
-                        /* vectorize */
-                        for (int64_t ow10 = 0; ow10 < 127; ow10++) {
-                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] = fmaf(((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))]), wv9, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)]);
-                        }
+    /* parallel: nco0 x od1 (16384 iterations) */
+    {
+        struct k21_dec_1_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .t = t,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k21_dec_1_conv_bn_relu_conv_body0, &ctx, 16384);
+    }
+}
+
+struct k22_dec_1_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k22_dec_1_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k22_dec_1_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k22_dec_1_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 128;
+        int64_t od1 = f % 128;
+        /* vectorize */
+        for (int64_t ow2 = 0; ow2 < 128; ow2++) {
+            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
+        }
+        for (int64_t ci3 = 0; ci3 < 128; ci3++) {
+            for (int64_t t4 = 0; t4 < 3; t4++) {
+                if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
+                    float wv5 = weight[((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3)];
+                    /* vectorize */
+                    for (int64_t ow6 = 0; ow6 < 127; ow6++) {
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
+                    }
+                    float wv7 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 1)];
+                    /* vectorize */
+                    for (int64_t ow8 = 0; ow8 < 128; ow8++) {
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)], wv7, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)]);
+                    }
+                    float wv9 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 2)];
+                    /* vectorize */
+                    for (int64_t ow10 = 0; ow10 < 127; ow10++) {
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))], wv9, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)]);
                     }
                 }
             }
-            /* vectorize */
-            for (int64_t ow11 = 0; ow11 < 128; ow11++) {
-                float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
-                float r13 = y12;
-                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
-            }
+        }
+        /* vectorize */
+        for (int64_t ow11 = 0; ow11 < 128; ow11++) {
+            float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
+            float r13 = y12;
+            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
         }
     }
 }
@@ -986,73 +1778,141 @@ static void k22_dec_1_conv_bn_relu_1_conv(const float *restrict weight, const fl
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
-        for (int64_t od1 = 0; od1 < 128; od1++) {
-            /* vectorize */
-            for (int64_t ow2 = 0; ow2 < 128; ow2++) {
-                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow2)] = bias[(nco0 % 128)];
-            }
-            for (int64_t ci3 = 0; ci3 < 128; ci3++) {
-                for (int64_t t4 = 0; t4 < 3; t4++) {
-                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 128))) {
-                        float wv5 = weight[((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3)];
-                        /* vectorize */
-                        for (int64_t ow6 = 0; ow6 < 127; ow6++) {
-                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
-                        }
-                        float wv7 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 1)];
-                        /* vectorize */
-                        for (int64_t ow8 = 0; ow8 < 128; ow8++) {
-                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ow8)], wv7, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow8)]);
-                        }
-                        float wv9 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 2)];
-                        /* vectorize */
-                        for (int64_t ow10 = 0; ow10 < 127; ow10++) {
-                            acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + (ow10 + 1))], wv9, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow10)]);
-                        }
+    /* parallel: nco0 x od1 (16384 iterations) */
+    {
+        struct k22_dec_1_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k22_dec_1_conv_bn_relu_1_conv_body0, &ctx, 16384);
+    }
+}
+
+struct k23_up_0_body0_ctx {
+    const float *bias;
+    const float *weight;
+    float *acc;
+    const float *relu;
+};
+
+/* k23_up_0: iterations [lo, hi) of the parallel loops nc0 x pd1 */
+static void k23_up_0_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k23_up_0_body0_ctx *ctx = arg;
+    const float *restrict bias = ctx->bias;
+    const float *restrict weight = ctx->weight;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nc0 = f / 256;
+        int64_t pd1 = f % 256;
+        /* vectorize */
+        for (int64_t pw2 = 0; pw2 < 256; pw2++) {
+            acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + pw2)] = bias[(nc0 % 64)];
+        }
+        for (int64_t cs3 = 0; cs3 < 128; cs3++) {
+            for (int64_t t4 = 0; t4 < 2; t4++) {
+                if ((((0 <= (pd1 - t4)) && (((pd1 - t4) % 2) == 0)) && ((pd1 - t4) < 256))) {
+                    float wv5 = weight[(((((((((nc0 % 64) / 64) * 128) + cs3) * 64) + ((nc0 % 64) - (((nc0 % 64) / 64) * 64))) * 2) + t4) * 2)];
+                    /* vectorize */
+                    for (int64_t q6 = 0; q6 < 128; q6++) {
+                        acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + (q6 * 2))] = fmaf(relu[(((((((nc0 / 64) * 128) + ((((nc0 % 64) / 64) * 128) + cs3)) * 128) + ((pd1 - t4) / 2)) * 128) + q6)], wv5, acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + (q6 * 2))]);
+                    }
+                    float wv7 = weight[((((((((((nc0 % 64) / 64) * 128) + cs3) * 64) + ((nc0 % 64) - (((nc0 % 64) / 64) * 64))) * 2) + t4) * 2) + 1)];
+                    /* vectorize */
+                    for (int64_t q8 = 0; q8 < 128; q8++) {
+                        acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + ((q8 * 2) + 1))] = fmaf(relu[(((((((nc0 / 64) * 128) + ((((nc0 % 64) / 64) * 128) + cs3)) * 128) + ((pd1 - t4) / 2)) * 128) + q8)], wv7, acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + ((q8 * 2) + 1))]);
                     }
                 }
             }
-            /* vectorize */
-            for (int64_t ow11 = 0; ow11 < 128; ow11++) {
-                float y12 = acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)];
-                float r13 = y12;
-                acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
-            }
+        }
+        /* vectorize */
+        for (int64_t pw9 = 0; pw9 < 256; pw9++) {
+            float y10 = acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + pw9)];
+            float r11 = y10;
+            acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + pw9)] = r11;
         }
     }
 }
 
 /* conv kernel: up.0 */
-static void k23_up_0(const float *restrict weight, const float *restrict bias, const float *restrict relu, float *restrict t)
+static void k23_up_0(const float *restrict bias, const float *restrict weight, float *restrict acc, const float *restrict relu)
 {
-    (void)weight;
     (void)bias;
+    (void)weight;
+    (void)acc;
     (void)relu;
-    (void)t;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 64; c1++) {
-            for (int64_t i2 = 0; i2 < 256; i2++) {
-                /* vectorize */
-                for (int64_t j3 = 0; j3 < 256; j3++) {
-                    float acc4 = bias[c1];
-                    for (int64_t ci5 = 0; ci5 < 128; ci5++) {
-                        for (int64_t t6 = 0; t6 < 2; t6++) {
-                            if ((((0 <= (i2 - t6)) && (((i2 - t6) % 2) == 0)) && ((i2 - t6) < 256))) {
-                                for (int64_t t7 = 0; t7 < 2; t7++) {
-                                    if ((((0 <= (j3 - t7)) && (((j3 - t7) % 2) == 0)) && ((j3 - t7) < 256))) {
-                                        acc4 = fmaf(relu[((((((n0 * 128) + (((c1 / 64) * 128) + ci5)) * 128) + ((i2 - t6) / 2)) * 128) + ((j3 - t7) / 2))], weight[(((((((((c1 / 64) * 128) + ci5) * 64) + (c1 - ((c1 / 64) * 64))) * 2) + t6) * 2) + t7)], acc4);
-                                    }
-                                }
-                            }
-                        }
+    /* parallel: nc0 x pd1 (16384 iterations) */
+    {
+        struct k23_up_0_body0_ctx ctx = { .bias = bias, .weight = weight, .acc = acc, .relu = relu };
+        netc_parallel_for(k23_up_0_body0, &ctx, 16384);
+    }
+}
+
+struct k24_dec_0_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *t;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k24_dec_0_conv_bn_relu_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k24_dec_0_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k24_dec_0_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict t = ctx->t;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 256;
+        int64_t od1 = f % 256;
+        /* vectorize */
+        for (int64_t ow2 = 0; ow2 < 256; ow2++) {
+            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
+        }
+        for (int64_t ci3 = 0; ci3 < 128; ci3++) {
+            for (int64_t t4 = 0; t4 < 3; t4++) {
+                if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
+                    float wv5 = weight[((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3)];
+                    /* vectorize */
+                    for (int64_t ow6 = 0; ow6 < 255; ow6++) {
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))]), wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
                     }
-                    float r8 = acc4;
-                    t[((((((n0 * 64) + c1) * 256) + i2) * 256) + j3)] = r8;
+                    float wv7 = weight[(((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3) + 1)];
+                    /* vectorize */
+                    for (int64_t ow8 = 0; ow8 < 256; ow8++) {
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] = fmaf(((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)]), wv7, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)]);
+                    }
+                    float wv9 = weight[(((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3) + 2)];
+                    /* vectorize */
+                    for (int64_t ow10 = 0; ow10 < 255; ow10++) {
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] = fmaf(((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))]), wv9, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)]);
+                    }
                 }
             }
+        }
+        /* vectorize */
+        for (int64_t ow11 = 0; ow11 < 256; ow11++) {
+            float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
+            float r13 = y12;
+            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
         }
     }
 }
@@ -1069,40 +1929,79 @@ static void k24_dec_0_conv_bn_relu_conv(const float *restrict weight, const floa
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
-        for (int64_t od1 = 0; od1 < 256; od1++) {
-            /* vectorize */
-            for (int64_t ow2 = 0; ow2 < 256; ow2++) {
-                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
-            }
-            for (int64_t ci3 = 0; ci3 < 128; ci3++) {
-                for (int64_t t4 = 0; t4 < 3; t4++) {
-                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
-                        float wv5 = weight[((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3)];
-                        /* vectorize */
-                        for (int64_t ow6 = 0; ow6 < 255; ow6++) {
-                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))]), wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
-                        }
-                        float wv7 = weight[(((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3) + 1)];
-                        /* vectorize */
-                        for (int64_t ow8 = 0; ow8 < 256; ow8++) {
-                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] = fmaf(((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)]), wv7, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)]);
-                        }
-                        float wv9 = weight[(((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3) + 2)];
-                        /* vectorize */
-                        for (int64_t ow10 = 0; ow10 < 255; ow10++) {
-                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] = fmaf(((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))]), wv9, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)]);
-                        }
+    /* parallel: nco0 x od1 (16384 iterations) */
+    {
+        struct k24_dec_0_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .t = t,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k24_dec_0_conv_bn_relu_conv_body0, &ctx, 16384);
+    }
+}
+
+struct k25_dec_0_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k25_dec_0_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k25_dec_0_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k25_dec_0_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 256;
+        int64_t od1 = f % 256;
+        /* vectorize */
+        for (int64_t ow2 = 0; ow2 < 256; ow2++) {
+            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
+        }
+        for (int64_t ci3 = 0; ci3 < 64; ci3++) {
+            for (int64_t t4 = 0; t4 < 3; t4++) {
+                if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
+                    float wv5 = weight[((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3)];
+                    /* vectorize */
+                    for (int64_t ow6 = 0; ow6 < 255; ow6++) {
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
+                    }
+                    float wv7 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 1)];
+                    /* vectorize */
+                    for (int64_t ow8 = 0; ow8 < 256; ow8++) {
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)], wv7, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)]);
+                    }
+                    float wv9 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 2)];
+                    /* vectorize */
+                    for (int64_t ow10 = 0; ow10 < 255; ow10++) {
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))], wv9, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)]);
                     }
                 }
             }
-            /* vectorize */
-            for (int64_t ow11 = 0; ow11 < 256; ow11++) {
-                float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
-                float r13 = y12;
-                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
-            }
+        }
+        /* vectorize */
+        for (int64_t ow11 = 0; ow11 < 256; ow11++) {
+            float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
+            float r13 = y12;
+            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
         }
     }
 }
@@ -1118,40 +2017,60 @@ static void k25_dec_0_conv_bn_relu_1_conv(const float *restrict weight, const fl
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
-        for (int64_t od1 = 0; od1 < 256; od1++) {
-            /* vectorize */
-            for (int64_t ow2 = 0; ow2 < 256; ow2++) {
-                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 64)];
-            }
-            for (int64_t ci3 = 0; ci3 < 64; ci3++) {
-                for (int64_t t4 = 0; t4 < 3; t4++) {
-                    if (((0 <= ((od1 - 1) + t4)) && (((od1 - 1) + t4) < 256))) {
-                        float wv5 = weight[((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3)];
-                        /* vectorize */
-                        for (int64_t ow6 = 0; ow6 < 255; ow6++) {
-                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
-                        }
-                        float wv7 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 1)];
-                        /* vectorize */
-                        for (int64_t ow8 = 0; ow8 < 256; ow8++) {
-                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ow8)], wv7, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow8)]);
-                        }
-                        float wv9 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 2)];
-                        /* vectorize */
-                        for (int64_t ow10 = 0; ow10 < 255; ow10++) {
-                            acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + (ow10 + 1))], wv9, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow10)]);
-                        }
+    /* parallel: nco0 x od1 (16384 iterations) */
+    {
+        struct k25_dec_0_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k25_dec_0_conv_bn_relu_1_conv_body0, &ctx, 16384);
+    }
+}
+
+struct k26_logits_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+};
+
+/* k26_logits: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k26_logits_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k26_logits_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 256;
+        int64_t od1 = f % 256;
+        /* vectorize */
+        for (int64_t ow2 = 0; ow2 < 256; ow2++) {
+            acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 2)];
+        }
+        for (int64_t ci3 = 0; ci3 < 64; ci3++) {
+            for (int64_t t4 = 0; t4 < 1; t4++) {
+                if (((0 <= (od1 + t4)) && ((od1 + t4) < 256))) {
+                    float wv5 = weight[((((nco0 % 2) * 64) + ci3) + t4)];
+                    /* vectorize */
+                    for (int64_t ow6 = 0; ow6 < 256; ow6++) {
+                        acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow6)] = fmaf(relu[(((((((nco0 / 2) * 64) + ((((nco0 % 2) / 2) * 64) + ci3)) * 256) + (od1 + t4)) * 256) + ow6)], wv5, acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow6)]);
                     }
                 }
             }
-            /* vectorize */
-            for (int64_t ow11 = 0; ow11 < 256; ow11++) {
-                float y12 = acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)];
-                float r13 = y12;
-                acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + ow11)] = ((0.0f < fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r13, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
-            }
+        }
+        /* vectorize */
+        for (int64_t ow7 = 0; ow7 < 256; ow7++) {
+            float y8 = acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow7)];
+            float r9 = y8;
+            acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow7)] = r9;
         }
     }
 }
@@ -1163,31 +2082,10 @@ static void k26_logits(const float *restrict weight, const float *restrict bias,
     (void)bias;
     (void)acc;
     (void)relu;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 2; nco0++) {
-        for (int64_t od1 = 0; od1 < 256; od1++) {
-            /* vectorize */
-            for (int64_t ow2 = 0; ow2 < 256; ow2++) {
-                acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow2)] = bias[(nco0 % 2)];
-            }
-            for (int64_t ci3 = 0; ci3 < 64; ci3++) {
-                for (int64_t t4 = 0; t4 < 1; t4++) {
-                    if (((0 <= (od1 + t4)) && ((od1 + t4) < 256))) {
-                        float wv5 = weight[((((nco0 % 2) * 64) + ci3) + t4)];
-                        /* vectorize */
-                        for (int64_t ow6 = 0; ow6 < 256; ow6++) {
-                            acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow6)] = fmaf(relu[(((((((nco0 / 2) * 64) + ((((nco0 % 2) / 2) * 64) + ci3)) * 256) + (od1 + t4)) * 256) + ow6)], wv5, acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow6)]);
-                        }
-                    }
-                }
-            }
-            /* vectorize */
-            for (int64_t ow7 = 0; ow7 < 256; ow7++) {
-                float y8 = acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow7)];
-                float r9 = y8;
-                acc[(((((((nco0 / 2) * 2) + (nco0 % 2)) * 256) + od1) * 256) + ow7)] = r9;
-            }
-        }
+    /* parallel: nco0 x od1 (512 iterations) */
+    {
+        struct k26_logits_body0_ctx ctx = { .weight = weight, .bias = bias, .acc = acc, .relu = relu };
+        netc_parallel_for(k26_logits_body0, &ctx, 512);
     }
 }
 
@@ -1208,16 +2106,16 @@ void netc_forward(void **t)
     k11_x_3((float *)t[75], (float *)t[76]);
     k12_bottom_conv_bn_relu_conv((float *)t[78], (float *)t[79], (float *)t[85], (float *)t[76], (float *)t[81], (float *)t[82], (float *)t[83], (float *)t[84]);
     k13_bottom_conv_bn_relu_1_conv((float *)t[87], (float *)t[88], (float *)t[94], (float *)t[85], (float *)t[90], (float *)t[91], (float *)t[92], (float *)t[93]);
-    k14_up_3((float *)t[96], (float *)t[97], (float *)t[94], (float *)t[95]);
+    k14_up_3((float *)t[97], (float *)t[96], (float *)t[95], (float *)t[94]);
     k15_dec_3_conv_bn_relu_conv((float *)t[100], (float *)t[101], (float *)t[107], (float *)t[95], (float *)t[75], (float *)t[103], (float *)t[104], (float *)t[105], (float *)t[106]);
     k16_dec_3_conv_bn_relu_1_conv((float *)t[109], (float *)t[110], (float *)t[116], (float *)t[107], (float *)t[112], (float *)t[113], (float *)t[114], (float *)t[115]);
-    k17_up_2((float *)t[118], (float *)t[119], (float *)t[116], (float *)t[117]);
+    k17_up_2((float *)t[119], (float *)t[118], (float *)t[117], (float *)t[116]);
     k18_dec_2_conv_bn_relu_conv((float *)t[122], (float *)t[123], (float *)t[129], (float *)t[117], (float *)t[56], (float *)t[125], (float *)t[126], (float *)t[127], (float *)t[128]);
     k19_dec_2_conv_bn_relu_1_conv((float *)t[131], (float *)t[132], (float *)t[138], (float *)t[129], (float *)t[134], (float *)t[135], (float *)t[136], (float *)t[137]);
-    k20_up_1((float *)t[140], (float *)t[141], (float *)t[138], (float *)t[139]);
+    k20_up_1((float *)t[141], (float *)t[140], (float *)t[139], (float *)t[138]);
     k21_dec_1_conv_bn_relu_conv((float *)t[144], (float *)t[145], (float *)t[151], (float *)t[139], (float *)t[37], (float *)t[147], (float *)t[148], (float *)t[149], (float *)t[150]);
     k22_dec_1_conv_bn_relu_1_conv((float *)t[153], (float *)t[154], (float *)t[160], (float *)t[151], (float *)t[156], (float *)t[157], (float *)t[158], (float *)t[159]);
-    k23_up_0((float *)t[162], (float *)t[163], (float *)t[160], (float *)t[161]);
+    k23_up_0((float *)t[163], (float *)t[162], (float *)t[161], (float *)t[160]);
     k24_dec_0_conv_bn_relu_conv((float *)t[166], (float *)t[167], (float *)t[173], (float *)t[161], (float *)t[18], (float *)t[169], (float *)t[170], (float *)t[171], (float *)t[172]);
     k25_dec_0_conv_bn_relu_1_conv((float *)t[175], (float *)t[176], (float *)t[182], (float *)t[173], (float *)t[178], (float *)t[179], (float *)t[180], (float *)t[181]);
     k26_logits((float *)t[184], (float *)t[185], (float *)t[183], (float *)t[182]);

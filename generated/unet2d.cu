@@ -550,33 +550,41 @@ extern "C" __global__ void __launch_bounds__(256) k13_bottom_conv_bn_relu_1_conv
     }
 }
 
-/* conv kernel: up.3: 524288 threads */
-extern "C" __global__ void __launch_bounds__(256) k14_up_3(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, float *__restrict__ t)
+/* conv kernel: up.3: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k14_up_3(const float *__restrict__ bias, const float *__restrict__ weight, float *__restrict__ acc, const float *__restrict__ relu)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 524288LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 32LL);
+    int64_t pd1 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t i2 = (int64_t)(netc_rem % 32LL);
-    netc_rem /= 32LL;
-    int64_t c1 = (int64_t)(netc_rem % 512LL);
-    netc_rem /= 512LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 1024LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 2LL; t6++) {
-            if ((((0 <= (i2 - t6)) && (((i2 - t6) % 2) == 0)) && ((i2 - t6) < 32))) {
-                for (int64_t t7 = 0; t7 < 2LL; t7++) {
-                    if ((((0 <= (j3 - t7)) && (((j3 - t7) % 2) == 0)) && ((j3 - t7) < 32))) {
-                        acc4 = fmaf(relu[((((((n0 * 1024) + (((c1 / 512) * 1024) + ci5)) * 16) + ((i2 - t6) / 2)) * 16) + ((j3 - t7) / 2))], weight[(((((((((c1 / 512) * 1024) + ci5) * 512) + (c1 - ((c1 / 512) * 512))) * 2) + t6) * 2) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nc0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t pw2 = 0; pw2 < 32LL; pw2++) {
+        acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + pw2)] = bias[(nc0 % 512)];
+    }
+    for (int64_t cs3 = 0; cs3 < 1024LL; cs3++) {
+        for (int64_t t4 = 0; t4 < 2LL; t4++) {
+            if ((((0 <= (pd1 - t4)) && (((pd1 - t4) % 2) == 0)) && ((pd1 - t4) < 32))) {
+                float wv5 = weight[(((((((((nc0 % 512) / 512) * 1024) + cs3) * 512) + ((nc0 % 512) - (((nc0 % 512) / 512) * 512))) * 2) + t4) * 2)];
+                /* vectorize */
+                for (int64_t q6 = 0; q6 < 16LL; q6++) {
+                    acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + (q6 * 2))] = fmaf(relu[(((((((nc0 / 512) * 1024) + ((((nc0 % 512) / 512) * 1024) + cs3)) * 16) + ((pd1 - t4) / 2)) * 16) + q6)], wv5, acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + (q6 * 2))]);
+                }
+                float wv7 = weight[((((((((((nc0 % 512) / 512) * 1024) + cs3) * 512) + ((nc0 % 512) - (((nc0 % 512) / 512) * 512))) * 2) + t4) * 2) + 1)];
+                /* vectorize */
+                for (int64_t q8 = 0; q8 < 16LL; q8++) {
+                    acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ((q8 * 2) + 1))] = fmaf(relu[(((((((nc0 / 512) * 1024) + ((((nc0 % 512) / 512) * 1024) + cs3)) * 16) + ((pd1 - t4) / 2)) * 16) + q8)], wv7, acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ((q8 * 2) + 1))]);
                 }
             }
         }
     }
-    float r8 = acc4;
-    t[((((((n0 * 512) + c1) * 32) + i2) * 32) + j3)] = r8;
+    /* vectorize */
+    for (int64_t pw9 = 0; pw9 < 32LL; pw9++) {
+        float y10 = acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + pw9)];
+        float r11 = y10;
+        acc[(((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + pw9)] = r11;
+    }
 }
 
 /* conv kernel: x_4 (inlined) dec.3.conv_bn_relu.conv dec.3.conv_bn_relu.batchnorm dec.3.conv_bn_relu.relu: 16384 threads */
@@ -663,33 +671,41 @@ extern "C" __global__ void __launch_bounds__(256) k16_dec_3_conv_bn_relu_1_conv(
     }
 }
 
-/* conv kernel: up.2: 1048576 threads */
-extern "C" __global__ void __launch_bounds__(256) k17_up_2(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, float *__restrict__ t)
+/* conv kernel: up.2: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k17_up_2(const float *__restrict__ bias, const float *__restrict__ weight, float *__restrict__ acc, const float *__restrict__ relu)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 1048576LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 64LL);
+    int64_t pd1 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t i2 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    int64_t c1 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 512LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 2LL; t6++) {
-            if ((((0 <= (i2 - t6)) && (((i2 - t6) % 2) == 0)) && ((i2 - t6) < 64))) {
-                for (int64_t t7 = 0; t7 < 2LL; t7++) {
-                    if ((((0 <= (j3 - t7)) && (((j3 - t7) % 2) == 0)) && ((j3 - t7) < 64))) {
-                        acc4 = fmaf(relu[((((((n0 * 512) + (((c1 / 256) * 512) + ci5)) * 32) + ((i2 - t6) / 2)) * 32) + ((j3 - t7) / 2))], weight[(((((((((c1 / 256) * 512) + ci5) * 256) + (c1 - ((c1 / 256) * 256))) * 2) + t6) * 2) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nc0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t pw2 = 0; pw2 < 64LL; pw2++) {
+        acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + pw2)] = bias[(nc0 % 256)];
+    }
+    for (int64_t cs3 = 0; cs3 < 512LL; cs3++) {
+        for (int64_t t4 = 0; t4 < 2LL; t4++) {
+            if ((((0 <= (pd1 - t4)) && (((pd1 - t4) % 2) == 0)) && ((pd1 - t4) < 64))) {
+                float wv5 = weight[(((((((((nc0 % 256) / 256) * 512) + cs3) * 256) + ((nc0 % 256) - (((nc0 % 256) / 256) * 256))) * 2) + t4) * 2)];
+                /* vectorize */
+                for (int64_t q6 = 0; q6 < 32LL; q6++) {
+                    acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + (q6 * 2))] = fmaf(relu[(((((((nc0 / 256) * 512) + ((((nc0 % 256) / 256) * 512) + cs3)) * 32) + ((pd1 - t4) / 2)) * 32) + q6)], wv5, acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + (q6 * 2))]);
+                }
+                float wv7 = weight[((((((((((nc0 % 256) / 256) * 512) + cs3) * 256) + ((nc0 % 256) - (((nc0 % 256) / 256) * 256))) * 2) + t4) * 2) + 1)];
+                /* vectorize */
+                for (int64_t q8 = 0; q8 < 32LL; q8++) {
+                    acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ((q8 * 2) + 1))] = fmaf(relu[(((((((nc0 / 256) * 512) + ((((nc0 % 256) / 256) * 512) + cs3)) * 32) + ((pd1 - t4) / 2)) * 32) + q8)], wv7, acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ((q8 * 2) + 1))]);
                 }
             }
         }
     }
-    float r8 = acc4;
-    t[((((((n0 * 256) + c1) * 64) + i2) * 64) + j3)] = r8;
+    /* vectorize */
+    for (int64_t pw9 = 0; pw9 < 64LL; pw9++) {
+        float y10 = acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + pw9)];
+        float r11 = y10;
+        acc[(((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + pw9)] = r11;
+    }
 }
 
 /* conv kernel: x_5 (inlined) dec.2.conv_bn_relu.conv dec.2.conv_bn_relu.batchnorm dec.2.conv_bn_relu.relu: 16384 threads */
@@ -776,33 +792,41 @@ extern "C" __global__ void __launch_bounds__(256) k19_dec_2_conv_bn_relu_1_conv(
     }
 }
 
-/* conv kernel: up.1: 2097152 threads */
-extern "C" __global__ void __launch_bounds__(256) k20_up_1(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, float *__restrict__ t)
+/* conv kernel: up.1: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k20_up_1(const float *__restrict__ bias, const float *__restrict__ weight, float *__restrict__ acc, const float *__restrict__ relu)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 2097152LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 128LL);
+    int64_t pd1 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t i2 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    int64_t c1 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 256LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 2LL; t6++) {
-            if ((((0 <= (i2 - t6)) && (((i2 - t6) % 2) == 0)) && ((i2 - t6) < 128))) {
-                for (int64_t t7 = 0; t7 < 2LL; t7++) {
-                    if ((((0 <= (j3 - t7)) && (((j3 - t7) % 2) == 0)) && ((j3 - t7) < 128))) {
-                        acc4 = fmaf(relu[((((((n0 * 256) + (((c1 / 128) * 256) + ci5)) * 64) + ((i2 - t6) / 2)) * 64) + ((j3 - t7) / 2))], weight[(((((((((c1 / 128) * 256) + ci5) * 128) + (c1 - ((c1 / 128) * 128))) * 2) + t6) * 2) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nc0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t pw2 = 0; pw2 < 128LL; pw2++) {
+        acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + pw2)] = bias[(nc0 % 128)];
+    }
+    for (int64_t cs3 = 0; cs3 < 256LL; cs3++) {
+        for (int64_t t4 = 0; t4 < 2LL; t4++) {
+            if ((((0 <= (pd1 - t4)) && (((pd1 - t4) % 2) == 0)) && ((pd1 - t4) < 128))) {
+                float wv5 = weight[(((((((((nc0 % 128) / 128) * 256) + cs3) * 128) + ((nc0 % 128) - (((nc0 % 128) / 128) * 128))) * 2) + t4) * 2)];
+                /* vectorize */
+                for (int64_t q6 = 0; q6 < 64LL; q6++) {
+                    acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + (q6 * 2))] = fmaf(relu[(((((((nc0 / 128) * 256) + ((((nc0 % 128) / 128) * 256) + cs3)) * 64) + ((pd1 - t4) / 2)) * 64) + q6)], wv5, acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + (q6 * 2))]);
+                }
+                float wv7 = weight[((((((((((nc0 % 128) / 128) * 256) + cs3) * 128) + ((nc0 % 128) - (((nc0 % 128) / 128) * 128))) * 2) + t4) * 2) + 1)];
+                /* vectorize */
+                for (int64_t q8 = 0; q8 < 64LL; q8++) {
+                    acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ((q8 * 2) + 1))] = fmaf(relu[(((((((nc0 / 128) * 256) + ((((nc0 % 128) / 128) * 256) + cs3)) * 64) + ((pd1 - t4) / 2)) * 64) + q8)], wv7, acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ((q8 * 2) + 1))]);
                 }
             }
         }
     }
-    float r8 = acc4;
-    t[((((((n0 * 128) + c1) * 128) + i2) * 128) + j3)] = r8;
+    /* vectorize */
+    for (int64_t pw9 = 0; pw9 < 128LL; pw9++) {
+        float y10 = acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + pw9)];
+        float r11 = y10;
+        acc[(((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + pw9)] = r11;
+    }
 }
 
 /* conv kernel: x_6 (inlined) dec.1.conv_bn_relu.conv dec.1.conv_bn_relu.batchnorm dec.1.conv_bn_relu.relu: 16384 threads */
@@ -889,33 +913,41 @@ extern "C" __global__ void __launch_bounds__(256) k22_dec_1_conv_bn_relu_1_conv(
     }
 }
 
-/* conv kernel: up.0: 4194304 threads */
-extern "C" __global__ void __launch_bounds__(256) k23_up_0(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, float *__restrict__ t)
+/* conv kernel: up.0: 16384 threads */
+extern "C" __global__ void __launch_bounds__(256) k23_up_0(const float *__restrict__ bias, const float *__restrict__ weight, float *__restrict__ acc, const float *__restrict__ relu)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 4194304LL) return;
+    if (netc_idx >= 16384LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t j3 = (int64_t)(netc_rem % 256LL);
+    int64_t pd1 = (int64_t)(netc_rem % 256LL);
     netc_rem /= 256LL;
-    int64_t i2 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    int64_t c1 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc4 = bias[c1];
-    for (int64_t ci5 = 0; ci5 < 128LL; ci5++) {
-        for (int64_t t6 = 0; t6 < 2LL; t6++) {
-            if ((((0 <= (i2 - t6)) && (((i2 - t6) % 2) == 0)) && ((i2 - t6) < 256))) {
-                for (int64_t t7 = 0; t7 < 2LL; t7++) {
-                    if ((((0 <= (j3 - t7)) && (((j3 - t7) % 2) == 0)) && ((j3 - t7) < 256))) {
-                        acc4 = fmaf(relu[((((((n0 * 128) + (((c1 / 64) * 128) + ci5)) * 128) + ((i2 - t6) / 2)) * 128) + ((j3 - t7) / 2))], weight[(((((((((c1 / 64) * 128) + ci5) * 64) + (c1 - ((c1 / 64) * 64))) * 2) + t6) * 2) + t7)], acc4);
-                    }
+    /* parallel */ int64_t nc0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t pw2 = 0; pw2 < 256LL; pw2++) {
+        acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + pw2)] = bias[(nc0 % 64)];
+    }
+    for (int64_t cs3 = 0; cs3 < 128LL; cs3++) {
+        for (int64_t t4 = 0; t4 < 2LL; t4++) {
+            if ((((0 <= (pd1 - t4)) && (((pd1 - t4) % 2) == 0)) && ((pd1 - t4) < 256))) {
+                float wv5 = weight[(((((((((nc0 % 64) / 64) * 128) + cs3) * 64) + ((nc0 % 64) - (((nc0 % 64) / 64) * 64))) * 2) + t4) * 2)];
+                /* vectorize */
+                for (int64_t q6 = 0; q6 < 128LL; q6++) {
+                    acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + (q6 * 2))] = fmaf(relu[(((((((nc0 / 64) * 128) + ((((nc0 % 64) / 64) * 128) + cs3)) * 128) + ((pd1 - t4) / 2)) * 128) + q6)], wv5, acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + (q6 * 2))]);
+                }
+                float wv7 = weight[((((((((((nc0 % 64) / 64) * 128) + cs3) * 64) + ((nc0 % 64) - (((nc0 % 64) / 64) * 64))) * 2) + t4) * 2) + 1)];
+                /* vectorize */
+                for (int64_t q8 = 0; q8 < 128LL; q8++) {
+                    acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + ((q8 * 2) + 1))] = fmaf(relu[(((((((nc0 / 64) * 128) + ((((nc0 % 64) / 64) * 128) + cs3)) * 128) + ((pd1 - t4) / 2)) * 128) + q8)], wv7, acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + ((q8 * 2) + 1))]);
                 }
             }
         }
     }
-    float r8 = acc4;
-    t[((((((n0 * 64) + c1) * 256) + i2) * 256) + j3)] = r8;
+    /* vectorize */
+    for (int64_t pw9 = 0; pw9 < 256LL; pw9++) {
+        float y10 = acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + pw9)];
+        float r11 = y10;
+        acc[(((((((nc0 / 64) * 64) + (nc0 % 64)) * 256) + pd1) * 256) + pw9)] = r11;
+    }
 }
 
 /* conv kernel: x_7 (inlined) dec.0.conv_bn_relu.conv dec.0.conv_bn_relu.batchnorm dec.0.conv_bn_relu.relu: 16384 threads */
@@ -1055,16 +1087,16 @@ extern "C" __global__ void __launch_bounds__(256) k26_logits(const float *__rest
  *     { "k11_x_3", 131072, 256, 512, 2, { 75, 76 } },
  *     { "k12_bottom_conv_bn_relu_conv", 16384, 256, 64, 8, { 78, 79, 85, 76, 81, 82, 83, 84 } },
  *     { "k13_bottom_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 87, 88, 94, 85, 90, 91, 92, 93 } },
- *     { "k14_up_3", 524288, 256, 2048, 4, { 96, 97, 94, 95 } },
+ *     { "k14_up_3", 16384, 256, 64, 4, { 97, 96, 95, 94 } },
  *     { "k15_dec_3_conv_bn_relu_conv", 16384, 256, 64, 9, { 100, 101, 107, 95, 75, 103, 104, 105, 106 } },
  *     { "k16_dec_3_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 109, 110, 116, 107, 112, 113, 114, 115 } },
- *     { "k17_up_2", 1048576, 256, 4096, 4, { 118, 119, 116, 117 } },
+ *     { "k17_up_2", 16384, 256, 64, 4, { 119, 118, 117, 116 } },
  *     { "k18_dec_2_conv_bn_relu_conv", 16384, 256, 64, 9, { 122, 123, 129, 117, 56, 125, 126, 127, 128 } },
  *     { "k19_dec_2_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 131, 132, 138, 129, 134, 135, 136, 137 } },
- *     { "k20_up_1", 2097152, 256, 8192, 4, { 140, 141, 138, 139 } },
+ *     { "k20_up_1", 16384, 256, 64, 4, { 141, 140, 139, 138 } },
  *     { "k21_dec_1_conv_bn_relu_conv", 16384, 256, 64, 9, { 144, 145, 151, 139, 37, 147, 148, 149, 150 } },
  *     { "k22_dec_1_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 153, 154, 160, 151, 156, 157, 158, 159 } },
- *     { "k23_up_0", 4194304, 256, 16384, 4, { 162, 163, 160, 161 } },
+ *     { "k23_up_0", 16384, 256, 64, 4, { 163, 162, 161, 160 } },
  *     { "k24_dec_0_conv_bn_relu_conv", 16384, 256, 64, 9, { 166, 167, 173, 161, 18, 169, 170, 171, 172 } },
  *     { "k25_dec_0_conv_bn_relu_1_conv", 16384, 256, 64, 8, { 175, 176, 182, 173, 178, 179, 180, 181 } },
  *     { "k26_logits", 512, 256, 2, 4, { 184, 185, 183, 182 } },

@@ -6,6 +6,75 @@
 #define NETC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define NETC_MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/* The runtime's thread pool (runtime/pool.h): runs fn over [0, n) in chunks. */
+void netc_parallel_for(void (*fn)(void *, int64_t, int64_t), void *ctx, int64_t n);
+
+struct k0_enc_0_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *image;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k0_enc_0_conv_bn_relu_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k0_enc_0_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k0_enc_0_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict image = ctx->image;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 128;
+        int64_t od1 = f % 128;
+        for (int64_t oh2 = 0; oh2 < 128; oh2++) {
+            /* vectorize */
+            for (int64_t ow3 = 0; ow3 < 128; ow3++) {
+                acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 32)];
+            }
+            for (int64_t ci4 = 0; ci4 < 1; ci4++) {
+                for (int64_t t5 = 0; t5 < 3; t5++) {
+                    if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
+                        for (int64_t t6 = 0; t6 < 3; t6++) {
+                            if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
+                                float wv7 = weight[(((((((nco0 % 32) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                /* vectorize */
+                                for (int64_t ow8 = 0; ow8 < 127; ow8++) {
+                                    acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] = fmaf(image[((((((((nco0 / 32) + (((nco0 % 32) / 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))]);
+                                }
+                                float wv9 = weight[((((((((nco0 % 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                /* vectorize */
+                                for (int64_t ow10 = 0; ow10 < 128; ow10++) {
+                                    acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow10)] = fmaf(image[((((((((nco0 / 32) + (((nco0 % 32) / 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)], wv9, acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow10)]);
+                                }
+                                float wv11 = weight[((((((((nco0 % 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                /* vectorize */
+                                for (int64_t ow12 = 0; ow12 < 127; ow12++) {
+                                    acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow12)] = fmaf(image[((((((((nco0 / 32) + (((nco0 % 32) / 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow12)]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            /* vectorize */
+            for (int64_t ow13 = 0; ow13 < 128; ow13++) {
+                float y14 = acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
+                float r15 = y14;
+                acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f))), (bn_bias[(nco0 % 32)] - (running_mean[(nco0 % 32)] * (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f))), (bn_bias[(nco0 % 32)] - (running_mean[(nco0 % 32)] * (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f)))))) : 0.0f);
+            }
+        }
+    }
+}
+
 /* conv kernel: enc.0.conv_bn_relu.conv enc.0.conv_bn_relu.batchnorm enc.0.conv_bn_relu.relu */
 static void k0_enc_0_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict image, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
@@ -17,45 +86,83 @@ static void k0_enc_0_conv_bn_relu_conv(const float *restrict weight, const float
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 32; nco0++) {
-        for (int64_t od1 = 0; od1 < 128; od1++) {
-            for (int64_t oh2 = 0; oh2 < 128; oh2++) {
-                /* vectorize */
-                for (int64_t ow3 = 0; ow3 < 128; ow3++) {
-                    acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 32)];
-                }
-                for (int64_t ci4 = 0; ci4 < 1; ci4++) {
-                    for (int64_t t5 = 0; t5 < 3; t5++) {
-                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
-                            for (int64_t t6 = 0; t6 < 3; t6++) {
-                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
-                                    float wv7 = weight[(((((((nco0 % 32) + ci4) * 3) + t5) * 3) + t6) * 3)];
-                                    /* vectorize */
-                                    for (int64_t ow8 = 0; ow8 < 127; ow8++) {
-                                        acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] = fmaf(image[((((((((nco0 / 32) + (((nco0 % 32) / 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))]);
-                                    }
-                                    float wv9 = weight[((((((((nco0 % 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
-                                    /* vectorize */
-                                    for (int64_t ow10 = 0; ow10 < 128; ow10++) {
-                                        acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow10)] = fmaf(image[((((((((nco0 / 32) + (((nco0 % 32) / 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)], wv9, acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow10)]);
-                                    }
-                                    float wv11 = weight[((((((((nco0 % 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
-                                    /* vectorize */
-                                    for (int64_t ow12 = 0; ow12 < 127; ow12++) {
-                                        acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow12)] = fmaf(image[((((((((nco0 / 32) + (((nco0 % 32) / 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow12)]);
-                                    }
+    /* parallel: nco0 x od1 (4096 iterations) */
+    {
+        struct k0_enc_0_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .image = image,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k0_enc_0_conv_bn_relu_conv_body0, &ctx, 4096);
+    }
+}
+
+struct k1_enc_0_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k1_enc_0_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k1_enc_0_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k1_enc_0_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 128;
+        int64_t od1 = f % 128;
+        for (int64_t oh2 = 0; oh2 < 128; oh2++) {
+            /* vectorize */
+            for (int64_t ow3 = 0; ow3 < 128; ow3++) {
+                acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 64)];
+            }
+            for (int64_t ci4 = 0; ci4 < 32; ci4++) {
+                for (int64_t t5 = 0; t5 < 3; t5++) {
+                    if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
+                        for (int64_t t6 = 0; t6 < 3; t6++) {
+                            if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
+                                float wv7 = weight[((((((((nco0 % 64) * 32) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                /* vectorize */
+                                for (int64_t ow8 = 0; ow8 < 127; ow8++) {
+                                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] = fmaf(relu[(((((((((nco0 / 64) * 32) + ((((nco0 % 64) / 64) * 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))]);
+                                }
+                                float wv9 = weight[(((((((((nco0 % 64) * 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                /* vectorize */
+                                for (int64_t ow10 = 0; ow10 < 128; ow10++) {
+                                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)] = fmaf(relu[(((((((((nco0 / 64) * 32) + ((((nco0 % 64) / 64) * 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)], wv9, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)]);
+                                }
+                                float wv11 = weight[(((((((((nco0 % 64) * 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                /* vectorize */
+                                for (int64_t ow12 = 0; ow12 < 127; ow12++) {
+                                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)] = fmaf(relu[(((((((((nco0 / 64) * 32) + ((((nco0 % 64) / 64) * 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)]);
                                 }
                             }
                         }
                     }
                 }
-                /* vectorize */
-                for (int64_t ow13 = 0; ow13 < 128; ow13++) {
-                    float y14 = acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
-                    float r15 = y14;
-                    acc[(((((((((nco0 / 32) * 32) + (nco0 % 32)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f))), (bn_bias[(nco0 % 32)] - (running_mean[(nco0 % 32)] * (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f))), (bn_bias[(nco0 % 32)] - (running_mean[(nco0 % 32)] * (bn_weight[(nco0 % 32)] / sqrtf((running_var[(nco0 % 32)] + 9.99999975e-06f)))))) : 0.0f);
-                }
+            }
+            /* vectorize */
+            for (int64_t ow13 = 0; ow13 < 128; ow13++) {
+                float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
+                float r15 = y14;
+                acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -72,45 +179,62 @@ static void k1_enc_0_conv_bn_relu_1_conv(const float *restrict weight, const flo
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
-        for (int64_t od1 = 0; od1 < 128; od1++) {
-            for (int64_t oh2 = 0; oh2 < 128; oh2++) {
-                /* vectorize */
-                for (int64_t ow3 = 0; ow3 < 128; ow3++) {
-                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 64)];
-                }
-                for (int64_t ci4 = 0; ci4 < 32; ci4++) {
-                    for (int64_t t5 = 0; t5 < 3; t5++) {
-                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
-                            for (int64_t t6 = 0; t6 < 3; t6++) {
-                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
-                                    float wv7 = weight[((((((((nco0 % 64) * 32) + ci4) * 3) + t5) * 3) + t6) * 3)];
-                                    /* vectorize */
-                                    for (int64_t ow8 = 0; ow8 < 127; ow8++) {
-                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] = fmaf(relu[(((((((((nco0 / 64) * 32) + ((((nco0 % 64) / 64) * 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))]);
-                                    }
-                                    float wv9 = weight[(((((((((nco0 % 64) * 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
-                                    /* vectorize */
-                                    for (int64_t ow10 = 0; ow10 < 128; ow10++) {
-                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)] = fmaf(relu[(((((((((nco0 / 64) * 32) + ((((nco0 % 64) / 64) * 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)], wv9, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)]);
-                                    }
-                                    float wv11 = weight[(((((((((nco0 % 64) * 32) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
-                                    /* vectorize */
-                                    for (int64_t ow12 = 0; ow12 < 127; ow12++) {
-                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)] = fmaf(relu[(((((((((nco0 / 64) * 32) + ((((nco0 % 64) / 64) * 32) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)]);
+    /* parallel: nco0 x od1 (8192 iterations) */
+    {
+        struct k1_enc_0_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k1_enc_0_conv_bn_relu_1_conv_body0, &ctx, 8192);
+    }
+}
+
+struct k2_x_body0_ctx {
+    const float *relu;
+    float *x;
+};
+
+/* k2_x: iterations [lo, hi) of the parallel loops n0 x c1 x i2 */
+static void k2_x_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k2_x_body0_ctx *ctx = arg;
+    const float *restrict relu = ctx->relu;
+    float *restrict x = ctx->x;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t n0 = f / 4096;
+        int64_t c1 = f / 64 % 64;
+        int64_t i2 = f % 64;
+        for (int64_t j3 = 0; j3 < 64; j3++) {
+            /* vectorize */
+            for (int64_t k4 = 0; k4 < 64; k4++) {
+                float m5 = -INFINITY;
+                int64_t r6 = NETC_MAX((i2 * 2), 0);
+                int64_t e7 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 128), 128);
+                int64_t r8 = NETC_MAX((j3 * 2), 0);
+                int64_t e9 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 128), 128);
+                int64_t r10 = NETC_MAX((k4 * 2), 0);
+                int64_t e11 = NETC_MIN(NETC_MIN(((k4 * 2) + 2), 128), 128);
+                for (int64_t t12 = 0; t12 < 2; t12++) {
+                    if (((r6 + t12) < e7)) {
+                        for (int64_t t13 = 0; t13 < 2; t13++) {
+                            if (((r8 + t13) < e9)) {
+                                for (int64_t t14 = 0; t14 < 2; t14++) {
+                                    if (((r10 + t14) < e11)) {
+                                        m5 = (((m5 < relu[((((((((n0 * 64) + c1) * 128) + (r6 + t12)) * 128) + (r8 + t13)) * 128) + (r10 + t14))]) || (relu[((((((((n0 * 64) + c1) * 128) + (r6 + t12)) * 128) + (r8 + t13)) * 128) + (r10 + t14))] != relu[((((((((n0 * 64) + c1) * 128) + (r6 + t12)) * 128) + (r8 + t13)) * 128) + (r10 + t14))])) ? ((m5 != m5) ? m5 : relu[((((((((n0 * 64) + c1) * 128) + (r6 + t12)) * 128) + (r8 + t13)) * 128) + (r10 + t14))]) : m5);
                                     }
                                 }
                             }
                         }
                     }
                 }
-                /* vectorize */
-                for (int64_t ow13 = 0; ow13 < 128; ow13++) {
-                    float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
-                    float r15 = y14;
-                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
-                }
+                float r15 = m5;
+                x[((((((((n0 * 64) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = r15;
             }
         }
     }
@@ -121,37 +245,74 @@ static void k2_x(const float *restrict relu, float *restrict x)
 {
     (void)relu;
     (void)x;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 64; c1++) {
-            for (int64_t i2 = 0; i2 < 64; i2++) {
-                for (int64_t j3 = 0; j3 < 64; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 64; k4++) {
-                        float m5 = -INFINITY;
-                        int64_t r6 = NETC_MAX((i2 * 2), 0);
-                        int64_t e7 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 128), 128);
-                        int64_t r8 = NETC_MAX((j3 * 2), 0);
-                        int64_t e9 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 128), 128);
-                        int64_t r10 = NETC_MAX((k4 * 2), 0);
-                        int64_t e11 = NETC_MIN(NETC_MIN(((k4 * 2) + 2), 128), 128);
-                        for (int64_t t12 = 0; t12 < 2; t12++) {
-                            if (((r6 + t12) < e7)) {
-                                for (int64_t t13 = 0; t13 < 2; t13++) {
-                                    if (((r8 + t13) < e9)) {
-                                        for (int64_t t14 = 0; t14 < 2; t14++) {
-                                            if (((r10 + t14) < e11)) {
-                                                m5 = (((m5 < relu[((((((((n0 * 64) + c1) * 128) + (r6 + t12)) * 128) + (r8 + t13)) * 128) + (r10 + t14))]) || (relu[((((((((n0 * 64) + c1) * 128) + (r6 + t12)) * 128) + (r8 + t13)) * 128) + (r10 + t14))] != relu[((((((((n0 * 64) + c1) * 128) + (r6 + t12)) * 128) + (r8 + t13)) * 128) + (r10 + t14))])) ? ((m5 != m5) ? m5 : relu[((((((((n0 * 64) + c1) * 128) + (r6 + t12)) * 128) + (r8 + t13)) * 128) + (r10 + t14))]) : m5);
-                                            }
-                                        }
-                                    }
+    /* parallel: n0 x c1 x i2 (4096 iterations) */
+    {
+        struct k2_x_body0_ctx ctx = { .relu = relu, .x = x };
+        netc_parallel_for(k2_x_body0, &ctx, 4096);
+    }
+}
+
+struct k3_enc_1_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *x;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k3_enc_1_conv_bn_relu_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k3_enc_1_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k3_enc_1_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict x = ctx->x;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 64;
+        int64_t od1 = f % 64;
+        for (int64_t oh2 = 0; oh2 < 64; oh2++) {
+            /* vectorize */
+            for (int64_t ow3 = 0; ow3 < 64; ow3++) {
+                acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 64)];
+            }
+            for (int64_t ci4 = 0; ci4 < 64; ci4++) {
+                for (int64_t t5 = 0; t5 < 3; t5++) {
+                    if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
+                        for (int64_t t6 = 0; t6 < 3; t6++) {
+                            if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
+                                float wv7 = weight[((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                /* vectorize */
+                                for (int64_t ow8 = 0; ow8 < 63; ow8++) {
+                                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] = fmaf(x[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))]);
+                                }
+                                float wv9 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                /* vectorize */
+                                for (int64_t ow10 = 0; ow10 < 64; ow10++) {
+                                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow10)] = fmaf(x[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)], wv9, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow10)]);
+                                }
+                                float wv11 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                /* vectorize */
+                                for (int64_t ow12 = 0; ow12 < 63; ow12++) {
+                                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow12)] = fmaf(x[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow12)]);
                                 }
                             }
                         }
-                        float r15 = m5;
-                        x[((((((((n0 * 64) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = r15;
                     }
                 }
+            }
+            /* vectorize */
+            for (int64_t ow13 = 0; ow13 < 64; ow13++) {
+                float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
+                float r15 = y14;
+                acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -168,45 +329,83 @@ static void k3_enc_1_conv_bn_relu_conv(const float *restrict weight, const float
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
-        for (int64_t od1 = 0; od1 < 64; od1++) {
-            for (int64_t oh2 = 0; oh2 < 64; oh2++) {
-                /* vectorize */
-                for (int64_t ow3 = 0; ow3 < 64; ow3++) {
-                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 64)];
-                }
-                for (int64_t ci4 = 0; ci4 < 64; ci4++) {
-                    for (int64_t t5 = 0; t5 < 3; t5++) {
-                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
-                            for (int64_t t6 = 0; t6 < 3; t6++) {
-                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
-                                    float wv7 = weight[((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3)];
-                                    /* vectorize */
-                                    for (int64_t ow8 = 0; ow8 < 63; ow8++) {
-                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] = fmaf(x[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))]);
-                                    }
-                                    float wv9 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
-                                    /* vectorize */
-                                    for (int64_t ow10 = 0; ow10 < 64; ow10++) {
-                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow10)] = fmaf(x[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)], wv9, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow10)]);
-                                    }
-                                    float wv11 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
-                                    /* vectorize */
-                                    for (int64_t ow12 = 0; ow12 < 63; ow12++) {
-                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow12)] = fmaf(x[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow12)]);
-                                    }
+    /* parallel: nco0 x od1 (4096 iterations) */
+    {
+        struct k3_enc_1_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .x = x,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k3_enc_1_conv_bn_relu_conv_body0, &ctx, 4096);
+    }
+}
+
+struct k4_enc_1_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k4_enc_1_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k4_enc_1_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k4_enc_1_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 64;
+        int64_t od1 = f % 64;
+        for (int64_t oh2 = 0; oh2 < 64; oh2++) {
+            /* vectorize */
+            for (int64_t ow3 = 0; ow3 < 64; ow3++) {
+                acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 128)];
+            }
+            for (int64_t ci4 = 0; ci4 < 64; ci4++) {
+                for (int64_t t5 = 0; t5 < 3; t5++) {
+                    if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
+                        for (int64_t t6 = 0; t6 < 3; t6++) {
+                            if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
+                                float wv7 = weight[((((((((nco0 % 128) * 64) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                /* vectorize */
+                                for (int64_t ow8 = 0; ow8 < 63; ow8++) {
+                                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] = fmaf(relu[(((((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))]);
+                                }
+                                float wv9 = weight[(((((((((nco0 % 128) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                /* vectorize */
+                                for (int64_t ow10 = 0; ow10 < 64; ow10++) {
+                                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)] = fmaf(relu[(((((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)], wv9, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)]);
+                                }
+                                float wv11 = weight[(((((((((nco0 % 128) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                /* vectorize */
+                                for (int64_t ow12 = 0; ow12 < 63; ow12++) {
+                                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)] = fmaf(relu[(((((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)]);
                                 }
                             }
                         }
                     }
                 }
-                /* vectorize */
-                for (int64_t ow13 = 0; ow13 < 64; ow13++) {
-                    float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
-                    float r15 = y14;
-                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
-                }
+            }
+            /* vectorize */
+            for (int64_t ow13 = 0; ow13 < 64; ow13++) {
+                float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
+                float r15 = y14;
+                acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -223,45 +422,62 @@ static void k4_enc_1_conv_bn_relu_1_conv(const float *restrict weight, const flo
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
-        for (int64_t od1 = 0; od1 < 64; od1++) {
-            for (int64_t oh2 = 0; oh2 < 64; oh2++) {
-                /* vectorize */
-                for (int64_t ow3 = 0; ow3 < 64; ow3++) {
-                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 128)];
-                }
-                for (int64_t ci4 = 0; ci4 < 64; ci4++) {
-                    for (int64_t t5 = 0; t5 < 3; t5++) {
-                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
-                            for (int64_t t6 = 0; t6 < 3; t6++) {
-                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
-                                    float wv7 = weight[((((((((nco0 % 128) * 64) + ci4) * 3) + t5) * 3) + t6) * 3)];
-                                    /* vectorize */
-                                    for (int64_t ow8 = 0; ow8 < 63; ow8++) {
-                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] = fmaf(relu[(((((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))]);
-                                    }
-                                    float wv9 = weight[(((((((((nco0 % 128) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
-                                    /* vectorize */
-                                    for (int64_t ow10 = 0; ow10 < 64; ow10++) {
-                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)] = fmaf(relu[(((((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)], wv9, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)]);
-                                    }
-                                    float wv11 = weight[(((((((((nco0 % 128) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
-                                    /* vectorize */
-                                    for (int64_t ow12 = 0; ow12 < 63; ow12++) {
-                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)] = fmaf(relu[(((((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)]);
+    /* parallel: nco0 x od1 (8192 iterations) */
+    {
+        struct k4_enc_1_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k4_enc_1_conv_bn_relu_1_conv_body0, &ctx, 8192);
+    }
+}
+
+struct k5_x_1_body0_ctx {
+    const float *relu;
+    float *x_1;
+};
+
+/* k5_x_1: iterations [lo, hi) of the parallel loops n0 x c1 x i2 */
+static void k5_x_1_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k5_x_1_body0_ctx *ctx = arg;
+    const float *restrict relu = ctx->relu;
+    float *restrict x_1 = ctx->x_1;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t n0 = f / 4096;
+        int64_t c1 = f / 32 % 128;
+        int64_t i2 = f % 32;
+        for (int64_t j3 = 0; j3 < 32; j3++) {
+            /* vectorize */
+            for (int64_t k4 = 0; k4 < 32; k4++) {
+                float m5 = -INFINITY;
+                int64_t r6 = NETC_MAX((i2 * 2), 0);
+                int64_t e7 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 64), 64);
+                int64_t r8 = NETC_MAX((j3 * 2), 0);
+                int64_t e9 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 64), 64);
+                int64_t r10 = NETC_MAX((k4 * 2), 0);
+                int64_t e11 = NETC_MIN(NETC_MIN(((k4 * 2) + 2), 64), 64);
+                for (int64_t t12 = 0; t12 < 2; t12++) {
+                    if (((r6 + t12) < e7)) {
+                        for (int64_t t13 = 0; t13 < 2; t13++) {
+                            if (((r8 + t13) < e9)) {
+                                for (int64_t t14 = 0; t14 < 2; t14++) {
+                                    if (((r10 + t14) < e11)) {
+                                        m5 = (((m5 < relu[((((((((n0 * 128) + c1) * 64) + (r6 + t12)) * 64) + (r8 + t13)) * 64) + (r10 + t14))]) || (relu[((((((((n0 * 128) + c1) * 64) + (r6 + t12)) * 64) + (r8 + t13)) * 64) + (r10 + t14))] != relu[((((((((n0 * 128) + c1) * 64) + (r6 + t12)) * 64) + (r8 + t13)) * 64) + (r10 + t14))])) ? ((m5 != m5) ? m5 : relu[((((((((n0 * 128) + c1) * 64) + (r6 + t12)) * 64) + (r8 + t13)) * 64) + (r10 + t14))]) : m5);
                                     }
                                 }
                             }
                         }
                     }
                 }
-                /* vectorize */
-                for (int64_t ow13 = 0; ow13 < 64; ow13++) {
-                    float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
-                    float r15 = y14;
-                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
-                }
+                float r15 = m5;
+                x_1[((((((((n0 * 128) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = r15;
             }
         }
     }
@@ -272,37 +488,74 @@ static void k5_x_1(const float *restrict relu, float *restrict x_1)
 {
     (void)relu;
     (void)x_1;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 128; c1++) {
-            for (int64_t i2 = 0; i2 < 32; i2++) {
-                for (int64_t j3 = 0; j3 < 32; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 32; k4++) {
-                        float m5 = -INFINITY;
-                        int64_t r6 = NETC_MAX((i2 * 2), 0);
-                        int64_t e7 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 64), 64);
-                        int64_t r8 = NETC_MAX((j3 * 2), 0);
-                        int64_t e9 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 64), 64);
-                        int64_t r10 = NETC_MAX((k4 * 2), 0);
-                        int64_t e11 = NETC_MIN(NETC_MIN(((k4 * 2) + 2), 64), 64);
-                        for (int64_t t12 = 0; t12 < 2; t12++) {
-                            if (((r6 + t12) < e7)) {
-                                for (int64_t t13 = 0; t13 < 2; t13++) {
-                                    if (((r8 + t13) < e9)) {
-                                        for (int64_t t14 = 0; t14 < 2; t14++) {
-                                            if (((r10 + t14) < e11)) {
-                                                m5 = (((m5 < relu[((((((((n0 * 128) + c1) * 64) + (r6 + t12)) * 64) + (r8 + t13)) * 64) + (r10 + t14))]) || (relu[((((((((n0 * 128) + c1) * 64) + (r6 + t12)) * 64) + (r8 + t13)) * 64) + (r10 + t14))] != relu[((((((((n0 * 128) + c1) * 64) + (r6 + t12)) * 64) + (r8 + t13)) * 64) + (r10 + t14))])) ? ((m5 != m5) ? m5 : relu[((((((((n0 * 128) + c1) * 64) + (r6 + t12)) * 64) + (r8 + t13)) * 64) + (r10 + t14))]) : m5);
-                                            }
-                                        }
-                                    }
+    /* parallel: n0 x c1 x i2 (4096 iterations) */
+    {
+        struct k5_x_1_body0_ctx ctx = { .relu = relu, .x_1 = x_1 };
+        netc_parallel_for(k5_x_1_body0, &ctx, 4096);
+    }
+}
+
+struct k6_enc_2_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *x_1;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k6_enc_2_conv_bn_relu_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k6_enc_2_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k6_enc_2_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict x_1 = ctx->x_1;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 32;
+        int64_t od1 = f % 32;
+        for (int64_t oh2 = 0; oh2 < 32; oh2++) {
+            /* vectorize */
+            for (int64_t ow3 = 0; ow3 < 32; ow3++) {
+                acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow3)] = bias[(nco0 % 128)];
+            }
+            for (int64_t ci4 = 0; ci4 < 128; ci4++) {
+                for (int64_t t5 = 0; t5 < 3; t5++) {
+                    if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 32))) {
+                        for (int64_t t6 = 0; t6 < 3; t6++) {
+                            if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 32))) {
+                                float wv7 = weight[((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                /* vectorize */
+                                for (int64_t ow8 = 0; ow8 < 31; ow8++) {
+                                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + (ow8 + 1))] = fmaf(x_1[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + (ow8 + 1))]);
+                                }
+                                float wv9 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                /* vectorize */
+                                for (int64_t ow10 = 0; ow10 < 32; ow10++) {
+                                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow10)] = fmaf(x_1[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ow10)], wv9, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow10)]);
+                                }
+                                float wv11 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                /* vectorize */
+                                for (int64_t ow12 = 0; ow12 < 31; ow12++) {
+                                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow12)] = fmaf(x_1[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow12)]);
                                 }
                             }
                         }
-                        float r15 = m5;
-                        x_1[((((((((n0 * 128) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = r15;
                     }
                 }
+            }
+            /* vectorize */
+            for (int64_t ow13 = 0; ow13 < 32; ow13++) {
+                float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow13)];
+                float r15 = y14;
+                acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -319,63 +572,46 @@ static void k6_enc_2_conv_bn_relu_conv(const float *restrict weight, const float
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
-        for (int64_t od1 = 0; od1 < 32; od1++) {
-            for (int64_t oh2 = 0; oh2 < 32; oh2++) {
-                /* vectorize */
-                for (int64_t ow3 = 0; ow3 < 32; ow3++) {
-                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow3)] = bias[(nco0 % 128)];
-                }
-                for (int64_t ci4 = 0; ci4 < 128; ci4++) {
-                    for (int64_t t5 = 0; t5 < 3; t5++) {
-                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 32))) {
-                            for (int64_t t6 = 0; t6 < 3; t6++) {
-                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 32))) {
-                                    float wv7 = weight[((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3)];
-                                    /* vectorize */
-                                    for (int64_t ow8 = 0; ow8 < 31; ow8++) {
-                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + (ow8 + 1))] = fmaf(x_1[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + (ow8 + 1))]);
-                                    }
-                                    float wv9 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
-                                    /* vectorize */
-                                    for (int64_t ow10 = 0; ow10 < 32; ow10++) {
-                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow10)] = fmaf(x_1[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + ow10)], wv9, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow10)]);
-                                    }
-                                    float wv11 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
-                                    /* vectorize */
-                                    for (int64_t ow12 = 0; ow12 < 31; ow12++) {
-                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow12)] = fmaf(x_1[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 32) + ((od1 - 1) + t5)) * 32) + ((oh2 - 1) + t6)) * 32) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow12)]);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                /* vectorize */
-                for (int64_t ow13 = 0; ow13 < 32; ow13++) {
-                    float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow13)];
-                    float r15 = y14;
-                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 32) + od1) * 32) + oh2) * 32) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
-                }
-            }
-        }
+    /* parallel: nco0 x od1 (4096 iterations) */
+    {
+        struct k6_enc_2_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .x_1 = x_1,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k6_enc_2_conv_bn_relu_conv_body0, &ctx, 4096);
     }
 }
 
-/* conv kernel: enc.2.conv_bn_relu_1.conv enc.2.conv_bn_relu_1.batchnorm enc.2.conv_bn_relu_1.relu */
-static void k7_enc_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+struct k7_enc_2_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k7_enc_2_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k7_enc_2_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
 {
-    (void)weight;
-    (void)bias;
-    (void)acc;
-    (void)relu;
-    (void)bn_weight;
-    (void)bn_bias;
-    (void)running_mean;
-    (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+    const struct k7_enc_2_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 32; od1++) {
             for (int64_t oh2 = 0; oh2 < 32; oh2++) {
                 /* vectorize */
@@ -418,60 +654,115 @@ static void k7_enc_2_conv_bn_relu_1_conv(const float *restrict weight, const flo
     }
 }
 
-/* reduce kernel: x_2 */
-static void k8_x_2(const float *restrict relu, float *restrict x_2)
+/* conv kernel: enc.2.conv_bn_relu_1.conv enc.2.conv_bn_relu_1.batchnorm enc.2.conv_bn_relu_1.relu */
+static void k7_enc_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
+    (void)weight;
+    (void)bias;
+    (void)acc;
     (void)relu;
-    (void)x_2;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 256; c1++) {
-            for (int64_t i2 = 0; i2 < 16; i2++) {
-                for (int64_t j3 = 0; j3 < 16; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 16; k4++) {
-                        float m5 = -INFINITY;
-                        int64_t r6 = NETC_MAX((i2 * 2), 0);
-                        int64_t e7 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 32), 32);
-                        int64_t r8 = NETC_MAX((j3 * 2), 0);
-                        int64_t e9 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 32), 32);
-                        int64_t r10 = NETC_MAX((k4 * 2), 0);
-                        int64_t e11 = NETC_MIN(NETC_MIN(((k4 * 2) + 2), 32), 32);
-                        for (int64_t t12 = 0; t12 < 2; t12++) {
-                            if (((r6 + t12) < e7)) {
-                                for (int64_t t13 = 0; t13 < 2; t13++) {
-                                    if (((r8 + t13) < e9)) {
-                                        for (int64_t t14 = 0; t14 < 2; t14++) {
-                                            if (((r10 + t14) < e11)) {
-                                                m5 = (((m5 < relu[((((((((n0 * 256) + c1) * 32) + (r6 + t12)) * 32) + (r8 + t13)) * 32) + (r10 + t14))]) || (relu[((((((((n0 * 256) + c1) * 32) + (r6 + t12)) * 32) + (r8 + t13)) * 32) + (r10 + t14))] != relu[((((((((n0 * 256) + c1) * 32) + (r6 + t12)) * 32) + (r8 + t13)) * 32) + (r10 + t14))])) ? ((m5 != m5) ? m5 : relu[((((((((n0 * 256) + c1) * 32) + (r6 + t12)) * 32) + (r8 + t13)) * 32) + (r10 + t14))]) : m5);
-                                            }
+    (void)bn_weight;
+    (void)bn_bias;
+    (void)running_mean;
+    (void)running_var;
+    /* parallel: nco0 (256 iterations) */
+    {
+        struct k7_enc_2_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k7_enc_2_conv_bn_relu_1_conv_body0, &ctx, 256);
+    }
+}
+
+struct k8_x_2_body0_ctx {
+    const float *relu;
+    float *x_2;
+};
+
+/* k8_x_2: iterations [lo, hi) of the parallel loops n0 x c1 */
+static void k8_x_2_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k8_x_2_body0_ctx *ctx = arg;
+    const float *restrict relu = ctx->relu;
+    float *restrict x_2 = ctx->x_2;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t n0 = f / 256;
+        int64_t c1 = f % 256;
+        for (int64_t i2 = 0; i2 < 16; i2++) {
+            for (int64_t j3 = 0; j3 < 16; j3++) {
+                /* vectorize */
+                for (int64_t k4 = 0; k4 < 16; k4++) {
+                    float m5 = -INFINITY;
+                    int64_t r6 = NETC_MAX((i2 * 2), 0);
+                    int64_t e7 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 32), 32);
+                    int64_t r8 = NETC_MAX((j3 * 2), 0);
+                    int64_t e9 = NETC_MIN(NETC_MIN(((j3 * 2) + 2), 32), 32);
+                    int64_t r10 = NETC_MAX((k4 * 2), 0);
+                    int64_t e11 = NETC_MIN(NETC_MIN(((k4 * 2) + 2), 32), 32);
+                    for (int64_t t12 = 0; t12 < 2; t12++) {
+                        if (((r6 + t12) < e7)) {
+                            for (int64_t t13 = 0; t13 < 2; t13++) {
+                                if (((r8 + t13) < e9)) {
+                                    for (int64_t t14 = 0; t14 < 2; t14++) {
+                                        if (((r10 + t14) < e11)) {
+                                            m5 = (((m5 < relu[((((((((n0 * 256) + c1) * 32) + (r6 + t12)) * 32) + (r8 + t13)) * 32) + (r10 + t14))]) || (relu[((((((((n0 * 256) + c1) * 32) + (r6 + t12)) * 32) + (r8 + t13)) * 32) + (r10 + t14))] != relu[((((((((n0 * 256) + c1) * 32) + (r6 + t12)) * 32) + (r8 + t13)) * 32) + (r10 + t14))])) ? ((m5 != m5) ? m5 : relu[((((((((n0 * 256) + c1) * 32) + (r6 + t12)) * 32) + (r8 + t13)) * 32) + (r10 + t14))]) : m5);
                                         }
                                     }
                                 }
                             }
                         }
-                        float r15 = m5;
-                        x_2[((((((((n0 * 256) + c1) * 16) + i2) * 16) + j3) * 16) + k4)] = r15;
                     }
+                    float r15 = m5;
+                    x_2[((((((((n0 * 256) + c1) * 16) + i2) * 16) + j3) * 16) + k4)] = r15;
                 }
             }
         }
     }
 }
 
-/* conv kernel: bottom.conv_bn_relu.conv bottom.conv_bn_relu.batchnorm bottom.conv_bn_relu.relu */
-static void k9_bottom_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x_2, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+/* reduce kernel: x_2 */
+static void k8_x_2(const float *restrict relu, float *restrict x_2)
 {
-    (void)weight;
-    (void)bias;
-    (void)acc;
+    (void)relu;
     (void)x_2;
-    (void)bn_weight;
-    (void)bn_bias;
-    (void)running_mean;
-    (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+    /* parallel: n0 x c1 (256 iterations) */
+    {
+        struct k8_x_2_body0_ctx ctx = { .relu = relu, .x_2 = x_2 };
+        netc_parallel_for(k8_x_2_body0, &ctx, 256);
+    }
+}
+
+struct k9_bottom_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *x_2;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k9_bottom_conv_bn_relu_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k9_bottom_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k9_bottom_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict x_2 = ctx->x_2;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 16; od1++) {
             for (int64_t oh2 = 0; oh2 < 16; oh2++) {
                 /* vectorize */
@@ -514,19 +805,57 @@ static void k9_bottom_conv_bn_relu_conv(const float *restrict weight, const floa
     }
 }
 
-/* conv kernel: bottom.conv_bn_relu_1.conv bottom.conv_bn_relu_1.batchnorm bottom.conv_bn_relu_1.relu */
-static void k10_bottom_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+/* conv kernel: bottom.conv_bn_relu.conv bottom.conv_bn_relu.batchnorm bottom.conv_bn_relu.relu */
+static void k9_bottom_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict x_2, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
     (void)acc;
-    (void)relu;
+    (void)x_2;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 512; nco0++) {
+    /* parallel: nco0 (256 iterations) */
+    {
+        struct k9_bottom_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .x_2 = x_2,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k9_bottom_conv_bn_relu_conv_body0, &ctx, 256);
+    }
+}
+
+struct k10_bottom_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k10_bottom_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k10_bottom_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k10_bottom_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 16; od1++) {
             for (int64_t oh2 = 0; oh2 < 16; oh2++) {
                 /* vectorize */
@@ -569,59 +898,126 @@ static void k10_bottom_conv_bn_relu_1_conv(const float *restrict weight, const f
     }
 }
 
-/* conv kernel: up.2 */
-static void k11_up_2(const float *restrict weight, const float *restrict bias, const float *restrict relu, float *restrict t)
+/* conv kernel: bottom.conv_bn_relu_1.conv bottom.conv_bn_relu_1.batchnorm bottom.conv_bn_relu_1.relu */
+static void k10_bottom_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
-    (void)t;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 512; c1++) {
-            for (int64_t i2 = 0; i2 < 32; i2++) {
-                for (int64_t j3 = 0; j3 < 32; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 32; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 512; ci6++) {
-                            for (int64_t t7 = 0; t7 < 2; t7++) {
-                                if ((((0 <= (i2 - t7)) && (((i2 - t7) % 2) == 0)) && ((i2 - t7) < 32))) {
-                                    for (int64_t t8 = 0; t8 < 2; t8++) {
-                                        if ((((0 <= (j3 - t8)) && (((j3 - t8) % 2) == 0)) && ((j3 - t8) < 32))) {
-                                            for (int64_t t9 = 0; t9 < 2; t9++) {
-                                                if ((((0 <= (k4 - t9)) && (((k4 - t9) % 2) == 0)) && ((k4 - t9) < 32))) {
-                                                    acc5 = fmaf(relu[((((((((n0 * 512) + (((c1 / 512) * 512) + ci6)) * 16) + ((i2 - t7) / 2)) * 16) + ((j3 - t8) / 2)) * 16) + ((k4 - t9) / 2))], weight[(((((((((((c1 / 512) * 512) + ci6) * 512) + (c1 - ((c1 / 512) * 512))) * 2) + t7) * 2) + t8) * 2) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    (void)bn_weight;
+    (void)bn_bias;
+    (void)running_mean;
+    (void)running_var;
+    /* parallel: nco0 (512 iterations) */
+    {
+        struct k10_bottom_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k10_bottom_conv_bn_relu_1_conv_body0, &ctx, 512);
+    }
+}
+
+struct k11_up_2_body0_ctx {
+    const float *bias;
+    const float *weight;
+    float *acc;
+    const float *relu;
+};
+
+/* k11_up_2: iterations [lo, hi) of the parallel loop nc0 */
+static void k11_up_2_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k11_up_2_body0_ctx *ctx = arg;
+    const float *restrict bias = ctx->bias;
+    const float *restrict weight = ctx->weight;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    for (int64_t nc0 = lo; nc0 < hi; nc0++) {
+        for (int64_t pd1 = 0; pd1 < 32; pd1++) {
+            for (int64_t ph2 = 0; ph2 < 32; ph2++) {
+                /* vectorize */
+                for (int64_t pw3 = 0; pw3 < 32; pw3++) {
+                    acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + pw3)] = bias[(nc0 % 512)];
+                }
+                for (int64_t cs4 = 0; cs4 < 512; cs4++) {
+                    for (int64_t t5 = 0; t5 < 2; t5++) {
+                        if ((((0 <= (pd1 - t5)) && (((pd1 - t5) % 2) == 0)) && ((pd1 - t5) < 32))) {
+                            for (int64_t t6 = 0; t6 < 2; t6++) {
+                                if ((((0 <= (ph2 - t6)) && (((ph2 - t6) % 2) == 0)) && ((ph2 - t6) < 32))) {
+                                    float wv7 = weight[(((((((((((nc0 % 512) / 512) * 512) + cs4) * 512) + ((nc0 % 512) - (((nc0 % 512) / 512) * 512))) * 2) + t5) * 2) + t6) * 2)];
+                                    /* vectorize */
+                                    for (int64_t q8 = 0; q8 < 16; q8++) {
+                                        acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + (q8 * 2))] = fmaf(relu[(((((((((nc0 / 512) * 512) + ((((nc0 % 512) / 512) * 512) + cs4)) * 16) + ((pd1 - t5) / 2)) * 16) + ((ph2 - t6) / 2)) * 16) + q8)], wv7, acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + (q8 * 2))]);
+                                    }
+                                    float wv9 = weight[((((((((((((nc0 % 512) / 512) * 512) + cs4) * 512) + ((nc0 % 512) - (((nc0 % 512) / 512) * 512))) * 2) + t5) * 2) + t6) * 2) + 1)];
+                                    /* vectorize */
+                                    for (int64_t q10 = 0; q10 < 16; q10++) {
+                                        acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + ((q10 * 2) + 1))] = fmaf(relu[(((((((((nc0 / 512) * 512) + ((((nc0 % 512) / 512) * 512) + cs4)) * 16) + ((pd1 - t5) / 2)) * 16) + ((ph2 - t6) / 2)) * 16) + q10)], wv9, acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + ((q10 * 2) + 1))]);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        t[((((((((n0 * 512) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = r10;
                     }
+                }
+                /* vectorize */
+                for (int64_t pw11 = 0; pw11 < 32; pw11++) {
+                    float y12 = acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + pw11)];
+                    float r13 = y12;
+                    acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + pw11)] = r13;
                 }
             }
         }
     }
 }
 
-/* conv kernel: x_3 (inlined) dec.2.conv_bn_relu.conv dec.2.conv_bn_relu.batchnorm dec.2.conv_bn_relu.relu */
-static void k12_dec_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+/* conv kernel: up.2 */
+static void k11_up_2(const float *restrict bias, const float *restrict weight, float *restrict acc, const float *restrict relu)
 {
-    (void)weight;
     (void)bias;
+    (void)weight;
     (void)acc;
-    (void)t;
     (void)relu;
-    (void)bn_weight;
-    (void)bn_bias;
-    (void)running_mean;
-    (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+    /* parallel: nc0 (512 iterations) */
+    {
+        struct k11_up_2_body0_ctx ctx = { .bias = bias, .weight = weight, .acc = acc, .relu = relu };
+        netc_parallel_for(k11_up_2_body0, &ctx, 512);
+    }
+}
+
+struct k12_dec_2_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *t;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k12_dec_2_conv_bn_relu_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k12_dec_2_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k12_dec_2_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict t = ctx->t;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 32; od1++) {
             for (int64_t oh2 = 0; oh2 < 32; oh2++) {
                 /* vectorize */
@@ -664,19 +1060,59 @@ static void k12_dec_2_conv_bn_relu_conv(const float *restrict weight, const floa
     }
 }
 
-/* conv kernel: dec.2.conv_bn_relu_1.conv dec.2.conv_bn_relu_1.batchnorm dec.2.conv_bn_relu_1.relu */
-static void k13_dec_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
+/* conv kernel: x_3 (inlined) dec.2.conv_bn_relu.conv dec.2.conv_bn_relu.batchnorm dec.2.conv_bn_relu.relu */
+static void k12_dec_2_conv_bn_relu_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict t, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
     (void)acc;
+    (void)t;
     (void)relu;
     (void)bn_weight;
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 256; nco0++) {
+    /* parallel: nco0 (256 iterations) */
+    {
+        struct k12_dec_2_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .t = t,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k12_dec_2_conv_bn_relu_conv_body0, &ctx, 256);
+    }
+}
+
+struct k13_dec_2_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k13_dec_2_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loop nco0 */
+static void k13_dec_2_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k13_dec_2_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t nco0 = lo; nco0 < hi; nco0++) {
         for (int64_t od1 = 0; od1 < 32; od1++) {
             for (int64_t oh2 = 0; oh2 < 32; oh2++) {
                 /* vectorize */
@@ -719,40 +1155,163 @@ static void k13_dec_2_conv_bn_relu_1_conv(const float *restrict weight, const fl
     }
 }
 
-/* conv kernel: up.1 */
-static void k14_up_1(const float *restrict weight, const float *restrict bias, const float *restrict relu, float *restrict t)
+/* conv kernel: dec.2.conv_bn_relu_1.conv dec.2.conv_bn_relu_1.batchnorm dec.2.conv_bn_relu_1.relu */
+static void k13_dec_2_conv_bn_relu_1_conv(const float *restrict weight, const float *restrict bias, float *restrict acc, const float *restrict relu, const float *restrict bn_weight, const float *restrict bn_bias, const float *restrict running_mean, const float *restrict running_var)
 {
     (void)weight;
     (void)bias;
+    (void)acc;
     (void)relu;
-    (void)t;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 256; c1++) {
-            for (int64_t i2 = 0; i2 < 64; i2++) {
-                for (int64_t j3 = 0; j3 < 64; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 64; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 256; ci6++) {
-                            for (int64_t t7 = 0; t7 < 2; t7++) {
-                                if ((((0 <= (i2 - t7)) && (((i2 - t7) % 2) == 0)) && ((i2 - t7) < 64))) {
-                                    for (int64_t t8 = 0; t8 < 2; t8++) {
-                                        if ((((0 <= (j3 - t8)) && (((j3 - t8) % 2) == 0)) && ((j3 - t8) < 64))) {
-                                            for (int64_t t9 = 0; t9 < 2; t9++) {
-                                                if ((((0 <= (k4 - t9)) && (((k4 - t9) % 2) == 0)) && ((k4 - t9) < 64))) {
-                                                    acc5 = fmaf(relu[((((((((n0 * 256) + (((c1 / 256) * 256) + ci6)) * 32) + ((i2 - t7) / 2)) * 32) + ((j3 - t8) / 2)) * 32) + ((k4 - t9) / 2))], weight[(((((((((((c1 / 256) * 256) + ci6) * 256) + (c1 - ((c1 / 256) * 256))) * 2) + t7) * 2) + t8) * 2) + t9)], acc5);
-                                                }
-                                            }
-                                        }
+    (void)bn_weight;
+    (void)bn_bias;
+    (void)running_mean;
+    (void)running_var;
+    /* parallel: nco0 (256 iterations) */
+    {
+        struct k13_dec_2_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k13_dec_2_conv_bn_relu_1_conv_body0, &ctx, 256);
+    }
+}
+
+struct k14_up_1_body0_ctx {
+    const float *bias;
+    const float *weight;
+    float *acc;
+    const float *relu;
+};
+
+/* k14_up_1: iterations [lo, hi) of the parallel loop nc0 */
+static void k14_up_1_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k14_up_1_body0_ctx *ctx = arg;
+    const float *restrict bias = ctx->bias;
+    const float *restrict weight = ctx->weight;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    for (int64_t nc0 = lo; nc0 < hi; nc0++) {
+        for (int64_t pd1 = 0; pd1 < 64; pd1++) {
+            for (int64_t ph2 = 0; ph2 < 64; ph2++) {
+                /* vectorize */
+                for (int64_t pw3 = 0; pw3 < 64; pw3++) {
+                    acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + pw3)] = bias[(nc0 % 256)];
+                }
+                for (int64_t cs4 = 0; cs4 < 256; cs4++) {
+                    for (int64_t t5 = 0; t5 < 2; t5++) {
+                        if ((((0 <= (pd1 - t5)) && (((pd1 - t5) % 2) == 0)) && ((pd1 - t5) < 64))) {
+                            for (int64_t t6 = 0; t6 < 2; t6++) {
+                                if ((((0 <= (ph2 - t6)) && (((ph2 - t6) % 2) == 0)) && ((ph2 - t6) < 64))) {
+                                    float wv7 = weight[(((((((((((nc0 % 256) / 256) * 256) + cs4) * 256) + ((nc0 % 256) - (((nc0 % 256) / 256) * 256))) * 2) + t5) * 2) + t6) * 2)];
+                                    /* vectorize */
+                                    for (int64_t q8 = 0; q8 < 32; q8++) {
+                                        acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + (q8 * 2))] = fmaf(relu[(((((((((nc0 / 256) * 256) + ((((nc0 % 256) / 256) * 256) + cs4)) * 32) + ((pd1 - t5) / 2)) * 32) + ((ph2 - t6) / 2)) * 32) + q8)], wv7, acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + (q8 * 2))]);
+                                    }
+                                    float wv9 = weight[((((((((((((nc0 % 256) / 256) * 256) + cs4) * 256) + ((nc0 % 256) - (((nc0 % 256) / 256) * 256))) * 2) + t5) * 2) + t6) * 2) + 1)];
+                                    /* vectorize */
+                                    for (int64_t q10 = 0; q10 < 32; q10++) {
+                                        acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + ((q10 * 2) + 1))] = fmaf(relu[(((((((((nc0 / 256) * 256) + ((((nc0 % 256) / 256) * 256) + cs4)) * 32) + ((pd1 - t5) / 2)) * 32) + ((ph2 - t6) / 2)) * 32) + q10)], wv9, acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + ((q10 * 2) + 1))]);
                                     }
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        t[((((((((n0 * 256) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = r10;
                     }
                 }
+                /* vectorize */
+                for (int64_t pw11 = 0; pw11 < 64; pw11++) {
+                    float y12 = acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + pw11)];
+                    float r13 = y12;
+                    acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + pw11)] = r13;
+                }
+            }
+        }
+    }
+}
+
+/* conv kernel: up.1 */
+static void k14_up_1(const float *restrict bias, const float *restrict weight, float *restrict acc, const float *restrict relu)
+{
+    (void)bias;
+    (void)weight;
+    (void)acc;
+    (void)relu;
+    /* parallel: nc0 (256 iterations) */
+    {
+        struct k14_up_1_body0_ctx ctx = { .bias = bias, .weight = weight, .acc = acc, .relu = relu };
+        netc_parallel_for(k14_up_1_body0, &ctx, 256);
+    }
+}
+
+struct k15_dec_1_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *t;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k15_dec_1_conv_bn_relu_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k15_dec_1_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k15_dec_1_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict t = ctx->t;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 64;
+        int64_t od1 = f % 64;
+        for (int64_t oh2 = 0; oh2 < 64; oh2++) {
+            /* vectorize */
+            for (int64_t ow3 = 0; ow3 < 64; ow3++) {
+                acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 128)];
+            }
+            for (int64_t ci4 = 0; ci4 < 384; ci4++) {
+                for (int64_t t5 = 0; t5 < 3; t5++) {
+                    if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
+                        for (int64_t t6 = 0; t6 < 3; t6++) {
+                            if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
+                                float wv7 = weight[((((((((nco0 % 128) * 384) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                /* vectorize */
+                                for (int64_t ow8 = 0; ow8 < 63; ow8++) {
+                                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] = fmaf(((((((nco0 % 128) / 128) * 384) + ci4) < 128) ? relu[(((((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 384) + ci4), 0), 127)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))] : t[(((((((((nco0 / 128) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 384) + ci4) - 128), 0), 255)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))]), wv7, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))]);
+                                }
+                                float wv9 = weight[(((((((((nco0 % 128) * 384) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                /* vectorize */
+                                for (int64_t ow10 = 0; ow10 < 64; ow10++) {
+                                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)] = fmaf(((((((nco0 % 128) / 128) * 384) + ci4) < 128) ? relu[(((((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 384) + ci4), 0), 127)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)] : t[(((((((((nco0 / 128) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 384) + ci4) - 128), 0), 255)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)]), wv9, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)]);
+                                }
+                                float wv11 = weight[(((((((((nco0 % 128) * 384) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                /* vectorize */
+                                for (int64_t ow12 = 0; ow12 < 63; ow12++) {
+                                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)] = fmaf(((((((nco0 % 128) / 128) * 384) + ci4) < 128) ? relu[(((((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 384) + ci4), 0), 127)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))] : t[(((((((((nco0 / 128) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 384) + ci4) - 128), 0), 255)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))]), wv11, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            /* vectorize */
+            for (int64_t ow13 = 0; ow13 < 64; ow13++) {
+                float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
+                float r15 = y14;
+                acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -770,45 +1329,84 @@ static void k15_dec_1_conv_bn_relu_conv(const float *restrict weight, const floa
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
-        for (int64_t od1 = 0; od1 < 64; od1++) {
-            for (int64_t oh2 = 0; oh2 < 64; oh2++) {
-                /* vectorize */
-                for (int64_t ow3 = 0; ow3 < 64; ow3++) {
-                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 128)];
-                }
-                for (int64_t ci4 = 0; ci4 < 384; ci4++) {
-                    for (int64_t t5 = 0; t5 < 3; t5++) {
-                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
-                            for (int64_t t6 = 0; t6 < 3; t6++) {
-                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
-                                    float wv7 = weight[((((((((nco0 % 128) * 384) + ci4) * 3) + t5) * 3) + t6) * 3)];
-                                    /* vectorize */
-                                    for (int64_t ow8 = 0; ow8 < 63; ow8++) {
-                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] = fmaf(((((((nco0 % 128) / 128) * 384) + ci4) < 128) ? relu[(((((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 384) + ci4), 0), 127)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))] : t[(((((((((nco0 / 128) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 384) + ci4) - 128), 0), 255)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))]), wv7, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))]);
-                                    }
-                                    float wv9 = weight[(((((((((nco0 % 128) * 384) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
-                                    /* vectorize */
-                                    for (int64_t ow10 = 0; ow10 < 64; ow10++) {
-                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)] = fmaf(((((((nco0 % 128) / 128) * 384) + ci4) < 128) ? relu[(((((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 384) + ci4), 0), 127)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)] : t[(((((((((nco0 / 128) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 384) + ci4) - 128), 0), 255)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)]), wv9, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)]);
-                                    }
-                                    float wv11 = weight[(((((((((nco0 % 128) * 384) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
-                                    /* vectorize */
-                                    for (int64_t ow12 = 0; ow12 < 63; ow12++) {
-                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)] = fmaf(((((((nco0 % 128) / 128) * 384) + ci4) < 128) ? relu[(((((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 384) + ci4), 0), 127)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))] : t[(((((((((nco0 / 128) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 384) + ci4) - 128), 0), 255)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))]), wv11, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)]);
-                                    }
+    /* parallel: nco0 x od1 (8192 iterations) */
+    {
+        struct k15_dec_1_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .t = t,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k15_dec_1_conv_bn_relu_conv_body0, &ctx, 8192);
+    }
+}
+
+struct k16_dec_1_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k16_dec_1_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k16_dec_1_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k16_dec_1_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 64;
+        int64_t od1 = f % 64;
+        for (int64_t oh2 = 0; oh2 < 64; oh2++) {
+            /* vectorize */
+            for (int64_t ow3 = 0; ow3 < 64; ow3++) {
+                acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 128)];
+            }
+            for (int64_t ci4 = 0; ci4 < 128; ci4++) {
+                for (int64_t t5 = 0; t5 < 3; t5++) {
+                    if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
+                        for (int64_t t6 = 0; t6 < 3; t6++) {
+                            if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
+                                float wv7 = weight[((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                /* vectorize */
+                                for (int64_t ow8 = 0; ow8 < 63; ow8++) {
+                                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] = fmaf(relu[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))]);
+                                }
+                                float wv9 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                /* vectorize */
+                                for (int64_t ow10 = 0; ow10 < 64; ow10++) {
+                                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)] = fmaf(relu[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)], wv9, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)]);
+                                }
+                                float wv11 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                /* vectorize */
+                                for (int64_t ow12 = 0; ow12 < 63; ow12++) {
+                                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)] = fmaf(relu[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)]);
                                 }
                             }
                         }
                     }
                 }
-                /* vectorize */
-                for (int64_t ow13 = 0; ow13 < 64; ow13++) {
-                    float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
-                    float r15 = y14;
-                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
-                }
+            }
+            /* vectorize */
+            for (int64_t ow13 = 0; ow13 < 64; ow13++) {
+                float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
+                float r15 = y14;
+                acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -825,84 +1423,152 @@ static void k16_dec_1_conv_bn_relu_1_conv(const float *restrict weight, const fl
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 128; nco0++) {
-        for (int64_t od1 = 0; od1 < 64; od1++) {
-            for (int64_t oh2 = 0; oh2 < 64; oh2++) {
-                /* vectorize */
-                for (int64_t ow3 = 0; ow3 < 64; ow3++) {
-                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow3)] = bias[(nco0 % 128)];
-                }
-                for (int64_t ci4 = 0; ci4 < 128; ci4++) {
-                    for (int64_t t5 = 0; t5 < 3; t5++) {
-                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 64))) {
-                            for (int64_t t6 = 0; t6 < 3; t6++) {
-                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 64))) {
-                                    float wv7 = weight[((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3)];
-                                    /* vectorize */
-                                    for (int64_t ow8 = 0; ow8 < 63; ow8++) {
-                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))] = fmaf(relu[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + (ow8 + 1))]);
-                                    }
-                                    float wv9 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
-                                    /* vectorize */
-                                    for (int64_t ow10 = 0; ow10 < 64; ow10++) {
-                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)] = fmaf(relu[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + ow10)], wv9, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow10)]);
-                                    }
-                                    float wv11 = weight[(((((((((nco0 % 128) * 128) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
-                                    /* vectorize */
-                                    for (int64_t ow12 = 0; ow12 < 63; ow12++) {
-                                        acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)] = fmaf(relu[(((((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci4)) * 64) + ((od1 - 1) + t5)) * 64) + ((oh2 - 1) + t6)) * 64) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow12)]);
-                                    }
+    /* parallel: nco0 x od1 (8192 iterations) */
+    {
+        struct k16_dec_1_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k16_dec_1_conv_bn_relu_1_conv_body0, &ctx, 8192);
+    }
+}
+
+struct k17_up_0_body0_ctx {
+    const float *bias;
+    const float *weight;
+    float *acc;
+    const float *relu;
+};
+
+/* k17_up_0: iterations [lo, hi) of the parallel loops nc0 x pd1 */
+static void k17_up_0_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k17_up_0_body0_ctx *ctx = arg;
+    const float *restrict bias = ctx->bias;
+    const float *restrict weight = ctx->weight;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nc0 = f / 128;
+        int64_t pd1 = f % 128;
+        for (int64_t ph2 = 0; ph2 < 128; ph2++) {
+            /* vectorize */
+            for (int64_t pw3 = 0; pw3 < 128; pw3++) {
+                acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + pw3)] = bias[(nc0 % 128)];
+            }
+            for (int64_t cs4 = 0; cs4 < 128; cs4++) {
+                for (int64_t t5 = 0; t5 < 2; t5++) {
+                    if ((((0 <= (pd1 - t5)) && (((pd1 - t5) % 2) == 0)) && ((pd1 - t5) < 128))) {
+                        for (int64_t t6 = 0; t6 < 2; t6++) {
+                            if ((((0 <= (ph2 - t6)) && (((ph2 - t6) % 2) == 0)) && ((ph2 - t6) < 128))) {
+                                float wv7 = weight[(((((((((((nc0 % 128) / 128) * 128) + cs4) * 128) + ((nc0 % 128) - (((nc0 % 128) / 128) * 128))) * 2) + t5) * 2) + t6) * 2)];
+                                /* vectorize */
+                                for (int64_t q8 = 0; q8 < 64; q8++) {
+                                    acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + (q8 * 2))] = fmaf(relu[(((((((((nc0 / 128) * 128) + ((((nc0 % 128) / 128) * 128) + cs4)) * 64) + ((pd1 - t5) / 2)) * 64) + ((ph2 - t6) / 2)) * 64) + q8)], wv7, acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + (q8 * 2))]);
+                                }
+                                float wv9 = weight[((((((((((((nc0 % 128) / 128) * 128) + cs4) * 128) + ((nc0 % 128) - (((nc0 % 128) / 128) * 128))) * 2) + t5) * 2) + t6) * 2) + 1)];
+                                /* vectorize */
+                                for (int64_t q10 = 0; q10 < 64; q10++) {
+                                    acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + ((q10 * 2) + 1))] = fmaf(relu[(((((((((nc0 / 128) * 128) + ((((nc0 % 128) / 128) * 128) + cs4)) * 64) + ((pd1 - t5) / 2)) * 64) + ((ph2 - t6) / 2)) * 64) + q10)], wv9, acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + ((q10 * 2) + 1))]);
                                 }
                             }
                         }
                     }
                 }
-                /* vectorize */
-                for (int64_t ow13 = 0; ow13 < 64; ow13++) {
-                    float y14 = acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)];
-                    float r15 = y14;
-                    acc[(((((((((nco0 / 128) * 128) + (nco0 % 128)) * 64) + od1) * 64) + oh2) * 64) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f))), (bn_bias[(nco0 % 128)] - (running_mean[(nco0 % 128)] * (bn_weight[(nco0 % 128)] / sqrtf((running_var[(nco0 % 128)] + 9.99999975e-06f)))))) : 0.0f);
-                }
+            }
+            /* vectorize */
+            for (int64_t pw11 = 0; pw11 < 128; pw11++) {
+                float y12 = acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + pw11)];
+                float r13 = y12;
+                acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + pw11)] = r13;
             }
         }
     }
 }
 
 /* conv kernel: up.0 */
-static void k17_up_0(const float *restrict weight, const float *restrict bias, const float *restrict relu, float *restrict t)
+static void k17_up_0(const float *restrict bias, const float *restrict weight, float *restrict acc, const float *restrict relu)
 {
-    (void)weight;
     (void)bias;
+    (void)weight;
+    (void)acc;
     (void)relu;
-    (void)t;
-    /* parallel */
-    for (int64_t n0 = 0; n0 < 1; n0++) {
-        for (int64_t c1 = 0; c1 < 128; c1++) {
-            for (int64_t i2 = 0; i2 < 128; i2++) {
-                for (int64_t j3 = 0; j3 < 128; j3++) {
-                    /* vectorize */
-                    for (int64_t k4 = 0; k4 < 128; k4++) {
-                        float acc5 = bias[c1];
-                        for (int64_t ci6 = 0; ci6 < 128; ci6++) {
-                            for (int64_t t7 = 0; t7 < 2; t7++) {
-                                if ((((0 <= (i2 - t7)) && (((i2 - t7) % 2) == 0)) && ((i2 - t7) < 128))) {
-                                    for (int64_t t8 = 0; t8 < 2; t8++) {
-                                        if ((((0 <= (j3 - t8)) && (((j3 - t8) % 2) == 0)) && ((j3 - t8) < 128))) {
-                                            for (int64_t t9 = 0; t9 < 2; t9++) {
-                                                if ((((0 <= (k4 - t9)) && (((k4 - t9) % 2) == 0)) && ((k4 - t9) < 128))) {
-                                                    acc5 = fmaf(relu[((((((((n0 * 128) + (((c1 / 128) * 128) + ci6)) * 64) + ((i2 - t7) / 2)) * 64) + ((j3 - t8) / 2)) * 64) + ((k4 - t9) / 2))], weight[(((((((((((c1 / 128) * 128) + ci6) * 128) + (c1 - ((c1 / 128) * 128))) * 2) + t7) * 2) + t8) * 2) + t9)], acc5);
-                                                }
-                                            }
-                                        }
-                                    }
+    /* parallel: nc0 x pd1 (16384 iterations) */
+    {
+        struct k17_up_0_body0_ctx ctx = { .bias = bias, .weight = weight, .acc = acc, .relu = relu };
+        netc_parallel_for(k17_up_0_body0, &ctx, 16384);
+    }
+}
+
+struct k18_dec_0_conv_bn_relu_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *t;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k18_dec_0_conv_bn_relu_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k18_dec_0_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k18_dec_0_conv_bn_relu_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict t = ctx->t;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 128;
+        int64_t od1 = f % 128;
+        for (int64_t oh2 = 0; oh2 < 128; oh2++) {
+            /* vectorize */
+            for (int64_t ow3 = 0; ow3 < 128; ow3++) {
+                acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 64)];
+            }
+            for (int64_t ci4 = 0; ci4 < 192; ci4++) {
+                for (int64_t t5 = 0; t5 < 3; t5++) {
+                    if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
+                        for (int64_t t6 = 0; t6 < 3; t6++) {
+                            if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
+                                float wv7 = weight[((((((((nco0 % 64) * 192) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                /* vectorize */
+                                for (int64_t ow8 = 0; ow8 < 127; ow8++) {
+                                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] = fmaf(((((((nco0 % 64) / 64) * 192) + ci4) < 64) ? relu[(((((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 192) + ci4), 0), 63)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))] : t[(((((((((nco0 / 64) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 192) + ci4) - 64), 0), 127)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))]), wv7, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))]);
+                                }
+                                float wv9 = weight[(((((((((nco0 % 64) * 192) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                /* vectorize */
+                                for (int64_t ow10 = 0; ow10 < 128; ow10++) {
+                                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)] = fmaf(((((((nco0 % 64) / 64) * 192) + ci4) < 64) ? relu[(((((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 192) + ci4), 0), 63)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)] : t[(((((((((nco0 / 64) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 192) + ci4) - 64), 0), 127)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)]), wv9, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)]);
+                                }
+                                float wv11 = weight[(((((((((nco0 % 64) * 192) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                /* vectorize */
+                                for (int64_t ow12 = 0; ow12 < 127; ow12++) {
+                                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)] = fmaf(((((((nco0 % 64) / 64) * 192) + ci4) < 64) ? relu[(((((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 192) + ci4), 0), 63)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))] : t[(((((((((nco0 / 64) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 192) + ci4) - 64), 0), 127)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))]), wv11, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)]);
                                 }
                             }
                         }
-                        float r10 = acc5;
-                        t[((((((((n0 * 128) + c1) * 128) + i2) * 128) + j3) * 128) + k4)] = r10;
                     }
                 }
+            }
+            /* vectorize */
+            for (int64_t ow13 = 0; ow13 < 128; ow13++) {
+                float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
+                float r15 = y14;
+                acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -920,45 +1586,84 @@ static void k18_dec_0_conv_bn_relu_conv(const float *restrict weight, const floa
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
-        for (int64_t od1 = 0; od1 < 128; od1++) {
-            for (int64_t oh2 = 0; oh2 < 128; oh2++) {
-                /* vectorize */
-                for (int64_t ow3 = 0; ow3 < 128; ow3++) {
-                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 64)];
-                }
-                for (int64_t ci4 = 0; ci4 < 192; ci4++) {
-                    for (int64_t t5 = 0; t5 < 3; t5++) {
-                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
-                            for (int64_t t6 = 0; t6 < 3; t6++) {
-                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
-                                    float wv7 = weight[((((((((nco0 % 64) * 192) + ci4) * 3) + t5) * 3) + t6) * 3)];
-                                    /* vectorize */
-                                    for (int64_t ow8 = 0; ow8 < 127; ow8++) {
-                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] = fmaf(((((((nco0 % 64) / 64) * 192) + ci4) < 64) ? relu[(((((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 192) + ci4), 0), 63)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))] : t[(((((((((nco0 / 64) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 192) + ci4) - 64), 0), 127)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))]), wv7, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))]);
-                                    }
-                                    float wv9 = weight[(((((((((nco0 % 64) * 192) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
-                                    /* vectorize */
-                                    for (int64_t ow10 = 0; ow10 < 128; ow10++) {
-                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)] = fmaf(((((((nco0 % 64) / 64) * 192) + ci4) < 64) ? relu[(((((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 192) + ci4), 0), 63)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)] : t[(((((((((nco0 / 64) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 192) + ci4) - 64), 0), 127)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)]), wv9, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)]);
-                                    }
-                                    float wv11 = weight[(((((((((nco0 % 64) * 192) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
-                                    /* vectorize */
-                                    for (int64_t ow12 = 0; ow12 < 127; ow12++) {
-                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)] = fmaf(((((((nco0 % 64) / 64) * 192) + ci4) < 64) ? relu[(((((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 192) + ci4), 0), 63)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))] : t[(((((((((nco0 / 64) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 192) + ci4) - 64), 0), 127)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))]), wv11, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)]);
-                                    }
+    /* parallel: nco0 x od1 (8192 iterations) */
+    {
+        struct k18_dec_0_conv_bn_relu_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .t = t,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k18_dec_0_conv_bn_relu_conv_body0, &ctx, 8192);
+    }
+}
+
+struct k19_dec_0_conv_bn_relu_1_conv_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+    const float *bn_weight;
+    const float *bn_bias;
+    const float *running_mean;
+    const float *running_var;
+};
+
+/* k19_dec_0_conv_bn_relu_1_conv: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k19_dec_0_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k19_dec_0_conv_bn_relu_1_conv_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    const float *restrict bn_weight = ctx->bn_weight;
+    const float *restrict bn_bias = ctx->bn_bias;
+    const float *restrict running_mean = ctx->running_mean;
+    const float *restrict running_var = ctx->running_var;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 128;
+        int64_t od1 = f % 128;
+        for (int64_t oh2 = 0; oh2 < 128; oh2++) {
+            /* vectorize */
+            for (int64_t ow3 = 0; ow3 < 128; ow3++) {
+                acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 64)];
+            }
+            for (int64_t ci4 = 0; ci4 < 64; ci4++) {
+                for (int64_t t5 = 0; t5 < 3; t5++) {
+                    if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
+                        for (int64_t t6 = 0; t6 < 3; t6++) {
+                            if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
+                                float wv7 = weight[((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3)];
+                                /* vectorize */
+                                for (int64_t ow8 = 0; ow8 < 127; ow8++) {
+                                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] = fmaf(relu[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))]);
+                                }
+                                float wv9 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
+                                /* vectorize */
+                                for (int64_t ow10 = 0; ow10 < 128; ow10++) {
+                                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)] = fmaf(relu[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)], wv9, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)]);
+                                }
+                                float wv11 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
+                                /* vectorize */
+                                for (int64_t ow12 = 0; ow12 < 127; ow12++) {
+                                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)] = fmaf(relu[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)]);
                                 }
                             }
                         }
                     }
                 }
-                /* vectorize */
-                for (int64_t ow13 = 0; ow13 < 128; ow13++) {
-                    float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
-                    float r15 = y14;
-                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
-                }
+            }
+            /* vectorize */
+            for (int64_t ow13 = 0; ow13 < 128; ow13++) {
+                float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
+                float r15 = y14;
+                acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
             }
         }
     }
@@ -975,45 +1680,65 @@ static void k19_dec_0_conv_bn_relu_1_conv(const float *restrict weight, const fl
     (void)bn_bias;
     (void)running_mean;
     (void)running_var;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 64; nco0++) {
-        for (int64_t od1 = 0; od1 < 128; od1++) {
-            for (int64_t oh2 = 0; oh2 < 128; oh2++) {
-                /* vectorize */
-                for (int64_t ow3 = 0; ow3 < 128; ow3++) {
-                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 64)];
-                }
-                for (int64_t ci4 = 0; ci4 < 64; ci4++) {
-                    for (int64_t t5 = 0; t5 < 3; t5++) {
-                        if (((0 <= ((od1 - 1) + t5)) && (((od1 - 1) + t5) < 128))) {
-                            for (int64_t t6 = 0; t6 < 3; t6++) {
-                                if (((0 <= ((oh2 - 1) + t6)) && (((oh2 - 1) + t6) < 128))) {
-                                    float wv7 = weight[((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3)];
-                                    /* vectorize */
-                                    for (int64_t ow8 = 0; ow8 < 127; ow8++) {
-                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))] = fmaf(relu[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ((ow8 + 1) + (-1)))], wv7, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + (ow8 + 1))]);
-                                    }
-                                    float wv9 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 1)];
-                                    /* vectorize */
-                                    for (int64_t ow10 = 0; ow10 < 128; ow10++) {
-                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)] = fmaf(relu[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + ow10)], wv9, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow10)]);
-                                    }
-                                    float wv11 = weight[(((((((((nco0 % 64) * 64) + ci4) * 3) + t5) * 3) + t6) * 3) + 2)];
-                                    /* vectorize */
-                                    for (int64_t ow12 = 0; ow12 < 127; ow12++) {
-                                        acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)] = fmaf(relu[(((((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci4)) * 128) + ((od1 - 1) + t5)) * 128) + ((oh2 - 1) + t6)) * 128) + (ow12 + 1))], wv11, acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow12)]);
-                                    }
+    /* parallel: nco0 x od1 (8192 iterations) */
+    {
+        struct k19_dec_0_conv_bn_relu_1_conv_body0_ctx ctx = {
+            .weight = weight,
+            .bias = bias,
+            .acc = acc,
+            .relu = relu,
+            .bn_weight = bn_weight,
+            .bn_bias = bn_bias,
+            .running_mean = running_mean,
+            .running_var = running_var
+        };
+        netc_parallel_for(k19_dec_0_conv_bn_relu_1_conv_body0, &ctx, 8192);
+    }
+}
+
+struct k20_logits_body0_ctx {
+    const float *weight;
+    const float *bias;
+    float *acc;
+    const float *relu;
+};
+
+/* k20_logits: iterations [lo, hi) of the parallel loops nco0 x od1 */
+static void k20_logits_body0(void *arg, int64_t lo, int64_t hi)
+{
+    const struct k20_logits_body0_ctx *ctx = arg;
+    const float *restrict weight = ctx->weight;
+    const float *restrict bias = ctx->bias;
+    float *restrict acc = ctx->acc;
+    const float *restrict relu = ctx->relu;
+    for (int64_t f = lo; f < hi; f++) {
+        int64_t nco0 = f / 128;
+        int64_t od1 = f % 128;
+        for (int64_t oh2 = 0; oh2 < 128; oh2++) {
+            /* vectorize */
+            for (int64_t ow3 = 0; ow3 < 128; ow3++) {
+                acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 2)];
+            }
+            for (int64_t ci4 = 0; ci4 < 64; ci4++) {
+                for (int64_t t5 = 0; t5 < 1; t5++) {
+                    if (((0 <= (od1 + t5)) && ((od1 + t5) < 128))) {
+                        for (int64_t t6 = 0; t6 < 1; t6++) {
+                            if (((0 <= (oh2 + t6)) && ((oh2 + t6) < 128))) {
+                                float wv7 = weight[(((((nco0 % 2) * 64) + ci4) + t5) + t6)];
+                                /* vectorize */
+                                for (int64_t ow8 = 0; ow8 < 128; ow8++) {
+                                    acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow8)] = fmaf(relu[(((((((((nco0 / 2) * 64) + ((((nco0 % 2) / 2) * 64) + ci4)) * 128) + (od1 + t5)) * 128) + (oh2 + t6)) * 128) + ow8)], wv7, acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow8)]);
                                 }
                             }
                         }
                     }
                 }
-                /* vectorize */
-                for (int64_t ow13 = 0; ow13 < 128; ow13++) {
-                    float y14 = acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)];
-                    float r15 = y14;
-                    acc[(((((((((nco0 / 64) * 64) + (nco0 % 64)) * 128) + od1) * 128) + oh2) * 128) + ow13)] = ((0.0f < fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))))))) ? fmaf(r15, (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f))), (bn_bias[(nco0 % 64)] - (running_mean[(nco0 % 64)] * (bn_weight[(nco0 % 64)] / sqrtf((running_var[(nco0 % 64)] + 9.99999975e-06f)))))) : 0.0f);
-                }
+            }
+            /* vectorize */
+            for (int64_t ow9 = 0; ow9 < 128; ow9++) {
+                float y10 = acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow9)];
+                float r11 = y10;
+                acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow9)] = r11;
             }
         }
     }
@@ -1026,37 +1751,10 @@ static void k20_logits(const float *restrict weight, const float *restrict bias,
     (void)bias;
     (void)acc;
     (void)relu;
-    /* parallel */
-    for (int64_t nco0 = 0; nco0 < 2; nco0++) {
-        for (int64_t od1 = 0; od1 < 128; od1++) {
-            for (int64_t oh2 = 0; oh2 < 128; oh2++) {
-                /* vectorize */
-                for (int64_t ow3 = 0; ow3 < 128; ow3++) {
-                    acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow3)] = bias[(nco0 % 2)];
-                }
-                for (int64_t ci4 = 0; ci4 < 64; ci4++) {
-                    for (int64_t t5 = 0; t5 < 1; t5++) {
-                        if (((0 <= (od1 + t5)) && ((od1 + t5) < 128))) {
-                            for (int64_t t6 = 0; t6 < 1; t6++) {
-                                if (((0 <= (oh2 + t6)) && ((oh2 + t6) < 128))) {
-                                    float wv7 = weight[(((((nco0 % 2) * 64) + ci4) + t5) + t6)];
-                                    /* vectorize */
-                                    for (int64_t ow8 = 0; ow8 < 128; ow8++) {
-                                        acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow8)] = fmaf(relu[(((((((((nco0 / 2) * 64) + ((((nco0 % 2) / 2) * 64) + ci4)) * 128) + (od1 + t5)) * 128) + (oh2 + t6)) * 128) + ow8)], wv7, acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow8)]);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                /* vectorize */
-                for (int64_t ow9 = 0; ow9 < 128; ow9++) {
-                    float y10 = acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow9)];
-                    float r11 = y10;
-                    acc[(((((((((nco0 / 2) * 2) + (nco0 % 2)) * 128) + od1) * 128) + oh2) * 128) + ow9)] = r11;
-                }
-            }
-        }
+    /* parallel: nco0 x od1 (256 iterations) */
+    {
+        struct k20_logits_body0_ctx ctx = { .weight = weight, .bias = bias, .acc = acc, .relu = relu };
+        netc_parallel_for(k20_logits_body0, &ctx, 256);
     }
 }
 
@@ -1074,13 +1772,13 @@ void netc_forward(void **t)
     k8_x_2((float *)t[56], (float *)t[57]);
     k9_bottom_conv_bn_relu_conv((float *)t[59], (float *)t[60], (float *)t[66], (float *)t[57], (float *)t[62], (float *)t[63], (float *)t[64], (float *)t[65]);
     k10_bottom_conv_bn_relu_1_conv((float *)t[68], (float *)t[69], (float *)t[75], (float *)t[66], (float *)t[71], (float *)t[72], (float *)t[73], (float *)t[74]);
-    k11_up_2((float *)t[77], (float *)t[78], (float *)t[75], (float *)t[76]);
+    k11_up_2((float *)t[78], (float *)t[77], (float *)t[76], (float *)t[75]);
     k12_dec_2_conv_bn_relu_conv((float *)t[81], (float *)t[82], (float *)t[88], (float *)t[76], (float *)t[56], (float *)t[84], (float *)t[85], (float *)t[86], (float *)t[87]);
     k13_dec_2_conv_bn_relu_1_conv((float *)t[90], (float *)t[91], (float *)t[97], (float *)t[88], (float *)t[93], (float *)t[94], (float *)t[95], (float *)t[96]);
-    k14_up_1((float *)t[99], (float *)t[100], (float *)t[97], (float *)t[98]);
+    k14_up_1((float *)t[100], (float *)t[99], (float *)t[98], (float *)t[97]);
     k15_dec_1_conv_bn_relu_conv((float *)t[103], (float *)t[104], (float *)t[110], (float *)t[98], (float *)t[37], (float *)t[106], (float *)t[107], (float *)t[108], (float *)t[109]);
     k16_dec_1_conv_bn_relu_1_conv((float *)t[112], (float *)t[113], (float *)t[119], (float *)t[110], (float *)t[115], (float *)t[116], (float *)t[117], (float *)t[118]);
-    k17_up_0((float *)t[121], (float *)t[122], (float *)t[119], (float *)t[120]);
+    k17_up_0((float *)t[122], (float *)t[121], (float *)t[120], (float *)t[119]);
     k18_dec_0_conv_bn_relu_conv((float *)t[125], (float *)t[126], (float *)t[132], (float *)t[120], (float *)t[18], (float *)t[128], (float *)t[129], (float *)t[130], (float *)t[131]);
     k19_dec_0_conv_bn_relu_1_conv((float *)t[134], (float *)t[135], (float *)t[141], (float *)t[132], (float *)t[137], (float *)t[138], (float *)t[139], (float *)t[140]);
     k20_logits((float *)t[143], (float *)t[144], (float *)t[142], (float *)t[141]);

@@ -507,39 +507,47 @@ extern "C" __global__ void __launch_bounds__(256) k10_bottom_conv_bn_relu_1_conv
     }
 }
 
-/* conv kernel: up.2: 16777216 threads */
-extern "C" __global__ void __launch_bounds__(256) k11_up_2(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, float *__restrict__ t)
+/* conv kernel: up.2: 524288 threads */
+extern "C" __global__ void __launch_bounds__(256) k11_up_2(const float *__restrict__ bias, const float *__restrict__ weight, float *__restrict__ acc, const float *__restrict__ relu)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 16777216LL) return;
+    if (netc_idx >= 524288LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 32LL);
+    int64_t ph2 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t j3 = (int64_t)(netc_rem % 32LL);
+    int64_t pd1 = (int64_t)(netc_rem % 32LL);
     netc_rem /= 32LL;
-    int64_t i2 = (int64_t)(netc_rem % 32LL);
-    netc_rem /= 32LL;
-    int64_t c1 = (int64_t)(netc_rem % 512LL);
-    netc_rem /= 512LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 512LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 2LL; t7++) {
-            if ((((0 <= (i2 - t7)) && (((i2 - t7) % 2) == 0)) && ((i2 - t7) < 32))) {
-                for (int64_t t8 = 0; t8 < 2LL; t8++) {
-                    if ((((0 <= (j3 - t8)) && (((j3 - t8) % 2) == 0)) && ((j3 - t8) < 32))) {
-                        for (int64_t t9 = 0; t9 < 2LL; t9++) {
-                            if ((((0 <= (k4 - t9)) && (((k4 - t9) % 2) == 0)) && ((k4 - t9) < 32))) {
-                                acc5 = fmaf(relu[((((((((n0 * 512) + (((c1 / 512) * 512) + ci6)) * 16) + ((i2 - t7) / 2)) * 16) + ((j3 - t8) / 2)) * 16) + ((k4 - t9) / 2))], weight[(((((((((((c1 / 512) * 512) + ci6) * 512) + (c1 - ((c1 / 512) * 512))) * 2) + t7) * 2) + t8) * 2) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nc0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t pw3 = 0; pw3 < 32LL; pw3++) {
+        acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + pw3)] = bias[(nc0 % 512)];
+    }
+    for (int64_t cs4 = 0; cs4 < 512LL; cs4++) {
+        for (int64_t t5 = 0; t5 < 2LL; t5++) {
+            if ((((0 <= (pd1 - t5)) && (((pd1 - t5) % 2) == 0)) && ((pd1 - t5) < 32))) {
+                for (int64_t t6 = 0; t6 < 2LL; t6++) {
+                    if ((((0 <= (ph2 - t6)) && (((ph2 - t6) % 2) == 0)) && ((ph2 - t6) < 32))) {
+                        float wv7 = weight[(((((((((((nc0 % 512) / 512) * 512) + cs4) * 512) + ((nc0 % 512) - (((nc0 % 512) / 512) * 512))) * 2) + t5) * 2) + t6) * 2)];
+                        /* vectorize */
+                        for (int64_t q8 = 0; q8 < 16LL; q8++) {
+                            acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + (q8 * 2))] = fmaf(relu[(((((((((nc0 / 512) * 512) + ((((nc0 % 512) / 512) * 512) + cs4)) * 16) + ((pd1 - t5) / 2)) * 16) + ((ph2 - t6) / 2)) * 16) + q8)], wv7, acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + (q8 * 2))]);
+                        }
+                        float wv9 = weight[((((((((((((nc0 % 512) / 512) * 512) + cs4) * 512) + ((nc0 % 512) - (((nc0 % 512) / 512) * 512))) * 2) + t5) * 2) + t6) * 2) + 1)];
+                        /* vectorize */
+                        for (int64_t q10 = 0; q10 < 16LL; q10++) {
+                            acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + ((q10 * 2) + 1))] = fmaf(relu[(((((((((nc0 / 512) * 512) + ((((nc0 % 512) / 512) * 512) + cs4)) * 16) + ((pd1 - t5) / 2)) * 16) + ((ph2 - t6) / 2)) * 16) + q10)], wv9, acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + ((q10 * 2) + 1))]);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    t[((((((((n0 * 512) + c1) * 32) + i2) * 32) + j3) * 32) + k4)] = r10;
+    /* vectorize */
+    for (int64_t pw11 = 0; pw11 < 32LL; pw11++) {
+        float y12 = acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + pw11)];
+        float r13 = y12;
+        acc[(((((((((nc0 / 512) * 512) + (nc0 % 512)) * 32) + pd1) * 32) + ph2) * 32) + pw11)] = r13;
+    }
 }
 
 /* conv kernel: x_3 (inlined) dec.2.conv_bn_relu.conv dec.2.conv_bn_relu.batchnorm dec.2.conv_bn_relu.relu: 262144 threads */
@@ -638,39 +646,47 @@ extern "C" __global__ void __launch_bounds__(256) k13_dec_2_conv_bn_relu_1_conv(
     }
 }
 
-/* conv kernel: up.1: 67108864 threads */
-extern "C" __global__ void __launch_bounds__(256) k14_up_1(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, float *__restrict__ t)
+/* conv kernel: up.1: 1048576 threads */
+extern "C" __global__ void __launch_bounds__(256) k14_up_1(const float *__restrict__ bias, const float *__restrict__ weight, float *__restrict__ acc, const float *__restrict__ relu)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 67108864LL) return;
+    if (netc_idx >= 1048576LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 64LL);
+    int64_t ph2 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t j3 = (int64_t)(netc_rem % 64LL);
+    int64_t pd1 = (int64_t)(netc_rem % 64LL);
     netc_rem /= 64LL;
-    int64_t i2 = (int64_t)(netc_rem % 64LL);
-    netc_rem /= 64LL;
-    int64_t c1 = (int64_t)(netc_rem % 256LL);
-    netc_rem /= 256LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 256LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 2LL; t7++) {
-            if ((((0 <= (i2 - t7)) && (((i2 - t7) % 2) == 0)) && ((i2 - t7) < 64))) {
-                for (int64_t t8 = 0; t8 < 2LL; t8++) {
-                    if ((((0 <= (j3 - t8)) && (((j3 - t8) % 2) == 0)) && ((j3 - t8) < 64))) {
-                        for (int64_t t9 = 0; t9 < 2LL; t9++) {
-                            if ((((0 <= (k4 - t9)) && (((k4 - t9) % 2) == 0)) && ((k4 - t9) < 64))) {
-                                acc5 = fmaf(relu[((((((((n0 * 256) + (((c1 / 256) * 256) + ci6)) * 32) + ((i2 - t7) / 2)) * 32) + ((j3 - t8) / 2)) * 32) + ((k4 - t9) / 2))], weight[(((((((((((c1 / 256) * 256) + ci6) * 256) + (c1 - ((c1 / 256) * 256))) * 2) + t7) * 2) + t8) * 2) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nc0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t pw3 = 0; pw3 < 64LL; pw3++) {
+        acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + pw3)] = bias[(nc0 % 256)];
+    }
+    for (int64_t cs4 = 0; cs4 < 256LL; cs4++) {
+        for (int64_t t5 = 0; t5 < 2LL; t5++) {
+            if ((((0 <= (pd1 - t5)) && (((pd1 - t5) % 2) == 0)) && ((pd1 - t5) < 64))) {
+                for (int64_t t6 = 0; t6 < 2LL; t6++) {
+                    if ((((0 <= (ph2 - t6)) && (((ph2 - t6) % 2) == 0)) && ((ph2 - t6) < 64))) {
+                        float wv7 = weight[(((((((((((nc0 % 256) / 256) * 256) + cs4) * 256) + ((nc0 % 256) - (((nc0 % 256) / 256) * 256))) * 2) + t5) * 2) + t6) * 2)];
+                        /* vectorize */
+                        for (int64_t q8 = 0; q8 < 32LL; q8++) {
+                            acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + (q8 * 2))] = fmaf(relu[(((((((((nc0 / 256) * 256) + ((((nc0 % 256) / 256) * 256) + cs4)) * 32) + ((pd1 - t5) / 2)) * 32) + ((ph2 - t6) / 2)) * 32) + q8)], wv7, acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + (q8 * 2))]);
+                        }
+                        float wv9 = weight[((((((((((((nc0 % 256) / 256) * 256) + cs4) * 256) + ((nc0 % 256) - (((nc0 % 256) / 256) * 256))) * 2) + t5) * 2) + t6) * 2) + 1)];
+                        /* vectorize */
+                        for (int64_t q10 = 0; q10 < 32LL; q10++) {
+                            acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + ((q10 * 2) + 1))] = fmaf(relu[(((((((((nc0 / 256) * 256) + ((((nc0 % 256) / 256) * 256) + cs4)) * 32) + ((pd1 - t5) / 2)) * 32) + ((ph2 - t6) / 2)) * 32) + q10)], wv9, acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + ((q10 * 2) + 1))]);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    t[((((((((n0 * 256) + c1) * 64) + i2) * 64) + j3) * 64) + k4)] = r10;
+    /* vectorize */
+    for (int64_t pw11 = 0; pw11 < 64LL; pw11++) {
+        float y12 = acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + pw11)];
+        float r13 = y12;
+        acc[(((((((((nc0 / 256) * 256) + (nc0 % 256)) * 64) + pd1) * 64) + ph2) * 64) + pw11)] = r13;
+    }
 }
 
 /* conv kernel: x_4 (inlined) dec.1.conv_bn_relu.conv dec.1.conv_bn_relu.batchnorm dec.1.conv_bn_relu.relu: 524288 threads */
@@ -769,39 +785,47 @@ extern "C" __global__ void __launch_bounds__(256) k16_dec_1_conv_bn_relu_1_conv(
     }
 }
 
-/* conv kernel: up.0: 268435456 threads */
-extern "C" __global__ void __launch_bounds__(256) k17_up_0(const float *__restrict__ weight, const float *__restrict__ bias, const float *__restrict__ relu, float *__restrict__ t)
+/* conv kernel: up.0: 2097152 threads */
+extern "C" __global__ void __launch_bounds__(256) k17_up_0(const float *__restrict__ bias, const float *__restrict__ weight, float *__restrict__ acc, const float *__restrict__ relu)
 {
     const long long netc_idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (netc_idx >= 268435456LL) return;
+    if (netc_idx >= 2097152LL) return;
     long long netc_rem = netc_idx;
-    /* vectorize */ int64_t k4 = (int64_t)(netc_rem % 128LL);
+    int64_t ph2 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t j3 = (int64_t)(netc_rem % 128LL);
+    int64_t pd1 = (int64_t)(netc_rem % 128LL);
     netc_rem /= 128LL;
-    int64_t i2 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    int64_t c1 = (int64_t)(netc_rem % 128LL);
-    netc_rem /= 128LL;
-    /* parallel */ int64_t n0 = (int64_t)netc_rem;
-    float acc5 = bias[c1];
-    for (int64_t ci6 = 0; ci6 < 128LL; ci6++) {
-        for (int64_t t7 = 0; t7 < 2LL; t7++) {
-            if ((((0 <= (i2 - t7)) && (((i2 - t7) % 2) == 0)) && ((i2 - t7) < 128))) {
-                for (int64_t t8 = 0; t8 < 2LL; t8++) {
-                    if ((((0 <= (j3 - t8)) && (((j3 - t8) % 2) == 0)) && ((j3 - t8) < 128))) {
-                        for (int64_t t9 = 0; t9 < 2LL; t9++) {
-                            if ((((0 <= (k4 - t9)) && (((k4 - t9) % 2) == 0)) && ((k4 - t9) < 128))) {
-                                acc5 = fmaf(relu[((((((((n0 * 128) + (((c1 / 128) * 128) + ci6)) * 64) + ((i2 - t7) / 2)) * 64) + ((j3 - t8) / 2)) * 64) + ((k4 - t9) / 2))], weight[(((((((((((c1 / 128) * 128) + ci6) * 128) + (c1 - ((c1 / 128) * 128))) * 2) + t7) * 2) + t8) * 2) + t9)], acc5);
-                            }
+    /* parallel */ int64_t nc0 = (int64_t)netc_rem;
+    /* vectorize */
+    for (int64_t pw3 = 0; pw3 < 128LL; pw3++) {
+        acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + pw3)] = bias[(nc0 % 128)];
+    }
+    for (int64_t cs4 = 0; cs4 < 128LL; cs4++) {
+        for (int64_t t5 = 0; t5 < 2LL; t5++) {
+            if ((((0 <= (pd1 - t5)) && (((pd1 - t5) % 2) == 0)) && ((pd1 - t5) < 128))) {
+                for (int64_t t6 = 0; t6 < 2LL; t6++) {
+                    if ((((0 <= (ph2 - t6)) && (((ph2 - t6) % 2) == 0)) && ((ph2 - t6) < 128))) {
+                        float wv7 = weight[(((((((((((nc0 % 128) / 128) * 128) + cs4) * 128) + ((nc0 % 128) - (((nc0 % 128) / 128) * 128))) * 2) + t5) * 2) + t6) * 2)];
+                        /* vectorize */
+                        for (int64_t q8 = 0; q8 < 64LL; q8++) {
+                            acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + (q8 * 2))] = fmaf(relu[(((((((((nc0 / 128) * 128) + ((((nc0 % 128) / 128) * 128) + cs4)) * 64) + ((pd1 - t5) / 2)) * 64) + ((ph2 - t6) / 2)) * 64) + q8)], wv7, acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + (q8 * 2))]);
+                        }
+                        float wv9 = weight[((((((((((((nc0 % 128) / 128) * 128) + cs4) * 128) + ((nc0 % 128) - (((nc0 % 128) / 128) * 128))) * 2) + t5) * 2) + t6) * 2) + 1)];
+                        /* vectorize */
+                        for (int64_t q10 = 0; q10 < 64LL; q10++) {
+                            acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + ((q10 * 2) + 1))] = fmaf(relu[(((((((((nc0 / 128) * 128) + ((((nc0 % 128) / 128) * 128) + cs4)) * 64) + ((pd1 - t5) / 2)) * 64) + ((ph2 - t6) / 2)) * 64) + q10)], wv9, acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + ((q10 * 2) + 1))]);
                         }
                     }
                 }
             }
         }
     }
-    float r10 = acc5;
-    t[((((((((n0 * 128) + c1) * 128) + i2) * 128) + j3) * 128) + k4)] = r10;
+    /* vectorize */
+    for (int64_t pw11 = 0; pw11 < 128LL; pw11++) {
+        float y12 = acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + pw11)];
+        float r13 = y12;
+        acc[(((((((((nc0 / 128) * 128) + (nc0 % 128)) * 128) + pd1) * 128) + ph2) * 128) + pw11)] = r13;
+    }
 }
 
 /* conv kernel: x_5 (inlined) dec.0.conv_bn_relu.conv dec.0.conv_bn_relu.batchnorm dec.0.conv_bn_relu.relu: 1048576 threads */
@@ -956,13 +980,13 @@ extern "C" __global__ void __launch_bounds__(256) k20_logits(const float *__rest
  *     { "k8_x_2", 1048576, 256, 4096, 2, { 56, 57 } },
  *     { "k9_bottom_conv_bn_relu_conv", 65536, 256, 256, 8, { 59, 60, 66, 57, 62, 63, 64, 65 } },
  *     { "k10_bottom_conv_bn_relu_1_conv", 131072, 256, 512, 8, { 68, 69, 75, 66, 71, 72, 73, 74 } },
- *     { "k11_up_2", 16777216, 256, 65536, 4, { 77, 78, 75, 76 } },
+ *     { "k11_up_2", 524288, 256, 2048, 4, { 78, 77, 76, 75 } },
  *     { "k12_dec_2_conv_bn_relu_conv", 262144, 256, 1024, 9, { 81, 82, 88, 76, 56, 84, 85, 86, 87 } },
  *     { "k13_dec_2_conv_bn_relu_1_conv", 262144, 256, 1024, 8, { 90, 91, 97, 88, 93, 94, 95, 96 } },
- *     { "k14_up_1", 67108864, 256, 262144, 4, { 99, 100, 97, 98 } },
+ *     { "k14_up_1", 1048576, 256, 4096, 4, { 100, 99, 98, 97 } },
  *     { "k15_dec_1_conv_bn_relu_conv", 524288, 256, 2048, 9, { 103, 104, 110, 98, 37, 106, 107, 108, 109 } },
  *     { "k16_dec_1_conv_bn_relu_1_conv", 524288, 256, 2048, 8, { 112, 113, 119, 110, 115, 116, 117, 118 } },
- *     { "k17_up_0", 268435456, 256, 1048576, 4, { 121, 122, 119, 120 } },
+ *     { "k17_up_0", 2097152, 256, 8192, 4, { 122, 121, 120, 119 } },
  *     { "k18_dec_0_conv_bn_relu_conv", 1048576, 256, 4096, 9, { 125, 126, 132, 120, 18, 128, 129, 130, 131 } },
  *     { "k19_dec_0_conv_bn_relu_1_conv", 1048576, 256, 4096, 8, { 134, 135, 141, 132, 137, 138, 139, 140 } },
  *     { "k20_logits", 32768, 256, 128, 4, { 143, 144, 142, 141 } },

@@ -54,6 +54,7 @@ Suite *trainer_suite(void);
 Suite *augment_suite(void);
 Suite *llvm_suite(void);
 Suite *cuda_suite(void);
+Suite *pool_suite(void);
 Suite *dataset_suite(void);
 
 #endif
