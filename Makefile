@@ -113,7 +113,7 @@ generated: $(BUILD)/netc
 	for n in unet2d unet3d; do for t in c cuda; do $(BUILD)/netc emit netdefs/$$n.net --target $$t -o generated || exit 1; done; done
 
 demo: $(BUILD)/netc
-	$(BUILD)/netc check netdefs/unet2d.net --protocol t1_brain_axial
+	NETC=$(BUILD)/netc bash scripts/demo.sh
 
 # ---- benchmark: generated code vs PyTorch (not part of `make test`) ----
 $(BUILD)/bench: tools/bench.c $(BUILD)/libnetc.a

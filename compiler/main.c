@@ -8,6 +8,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include "l3_cuda.h"
 #include "l3_llvm.h"
 #include "lower.h"
+#include "train_data.h"
 #include "infer_ref.h"
 #include "memplan.h"
 #include "util.h"
@@ -38,6 +40,7 @@ static const char *usage_main =
     "  ops          list every op with its arguments and defaults\n"
     "  run FILE     segment a volume (--input, --output; --backend ref, c or llvm)\n"
     "  emit FILE    write the generated code: --target c|cuda|llvm-ir|asm|obj -o DIR\n"
+    "  train FILE   train on a dataset in nnU-Net's format (--data DIR --out RUN)\n"
     "  init FILE    write freshly initialised weights as safetensors (-o)\n"
     "\n"
     "Run `netc COMMAND --help` for a command's options.\n"
@@ -121,6 +124,8 @@ typedef struct {
     /* run / init */
     const char *weights, *mapping, *backend, *inputs[16];
     const char *target;   /* emit */
+    const char *data;     /* train */
+    bool resume;
     int ninputs;
     bool probabilities;
     unsigned long long seed;
@@ -159,13 +164,22 @@ static int parse_options(const char *cmd, int argc, char **argv, Options *o, con
                 if (o->ninputs >= 16) return usage_error(cmd, "%s", "at most 16 --input files");
                 o->inputs[o->ninputs++] = v;
             }
+        } else if (strcmp(cmd, "train") == 0 && (strcmp(a, "--data") == 0 || strcmp(a, "--out") == 0 ||
+                                                  strcmp(a, "--backend") == 0)) {
+            if (i + 1 >= argc) return usage_error(cmd, "%s needs a value", a);
+            const char *v = argv[++i];
+            if (a[2] == 'd') o->data = v;
+            else if (a[2] == 'o') o->out = v;
+            else o->backend = v;
+        } else if (strcmp(cmd, "train") == 0 && strcmp(a, "--resume") == 0) {
+            o->resume = true;
         } else if (strcmp(cmd, "emit") == 0 && strcmp(a, "--target") == 0) {
             if (i + 1 >= argc) return usage_error(cmd, "%s needs a value", a);
             o->target = argv[++i];
         } else if (is_run && strcmp(a, "--probabilities") == 0) {
             o->probabilities = true;
         } else if (strcmp(a, "-o") == 0 && strcmp(cmd, "graph") != 0 && strcmp(cmd, "init") != 0 &&
-                   strcmp(cmd, "emit") != 0) {
+                   strcmp(cmd, "emit") != 0 && strcmp(cmd, "train") != 0) {
             return usage_error(cmd, "%s", "-o is an option of `netc graph`; check prints to the terminal");
         } else if (strcmp(a, "--protocol") == 0 || strcmp(a, "--net") == 0 || strcmp(a, "-o") == 0) {
             if (i + 1 >= argc) return usage_error(cmd, "%s needs a value", a);
@@ -468,6 +482,89 @@ static int cmd_emit(int argc, char **argv)
     return finish(p, &d, g, status);
 }
 
+static const char *usage_train =
+    "usage: netc train FILE --data DIR [--out RUN] [--resume] [--backend llvm|c]\n"
+    "                  [--protocol NAME] [--net NAME] [-D KEY=VALUE ...] [-q]\n"
+    "\n"
+    "Trains the net on a dataset in nnU-Net's raw format (dataset.json, imagesTr/,\n"
+    "labelsTr/; imagesTs/ + labelsTs/ are held out) with the train block for the\n"
+    "protocol, as generated code; every train field can be overridden with\n"
+    "-D train.FIELD=VALUE.  The run folder (default: run) gets the preprocessed\n"
+    "cases, checkpoint_last.safetensors (weights and optimizer state),\n"
+    "model_last.safetensors (weights, for netc run --weights), log.csv and\n"
+    "curves.svg.  --resume continues from the last checkpoint: with the same\n"
+    "seed the run is the one that was never interrupted.  At the end, the\n"
+    "held-out cases are segmented and their Dice printed.\n";
+
+static Graph *compile_for(const Options *o, Override *ov, bool train, Program **pp, Diag *d, Protocol **pr,
+                          TrainSpec **ts)
+{
+    *pp = program_load(d, o->file);
+    if (!*pp) {
+        fprintf(stderr, "netc: cannot read %s: %s\n", o->file, diag_load_strerror(errno));
+        return NULL;
+    }
+    CompileOptions co = { .protocol = o->protocol, .net = o->net, .train = train, .autodiff = train, .ov = ov,
+                          .nov = o->nov, .protocol_out = pr, .train_out = ts };
+    return netc_compile(*pp, &co);
+}
+
+static int cmd_train(int argc, char **argv)
+{
+    Options o;
+    int rc = parse_options("train", argc, argv, &o, usage_train);
+    if (rc == 0 && !o.data) rc = usage_error("train", "%s", "--data DIR is required (a dataset in nnU-Net's raw format)");
+    if (rc == 0 && o.backend && strcmp(o.backend, "llvm") != 0 && strcmp(o.backend, "c") != 0)
+        rc = usage_error("train", "unknown backend `%s`; use llvm or c", o.backend);
+    if (rc) {
+        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        return rc < 0 ? 0 : rc;
+    }
+    /* the same overrides for both graphs: a copy for the inference graph */
+    Override ov2[64];
+    for (int i = 0; i < o.nov; i++) ov2[i] = (Override){ .key = o.ov[i].key, .text = o.ov[i].text };
+    Diag d;
+    diag_init(&d, stderr);
+    Program *p = NULL, *p2 = NULL;
+    Protocol *pr = NULL, *pr2 = NULL;
+    TrainSpec *ts = NULL, *ts2 = NULL;
+    Graph *step = compile_for(&o, o.ov, true, &p, &d, &pr, &ts);
+    Graph *inf = step && d.nerrors == 0 ? compile_for(&o, ov2, false, &p2, &d, &pr2, &ts2) : NULL;
+    int status = 0;
+    if (step && inf && d.nerrors == 0) {
+        if (!ts) {
+            fprintf(stderr, "netc train: no train block for this net and protocol\n");
+            status = 1;
+        } else {
+            TrainDataOptions to = { .data_dir = o.data, .run_dir = o.out ? o.out : "run", .backend = o.backend,
+                                    .resume = o.resume, .quiet = o.quiet };
+            TrainDataResult r;
+            char err[4096];
+            if (train_on_dataset(step, inf, ts, pr, &to, &r, err, sizeof err) != 0) {
+                fprintf(stderr, "netc train: %s\n", err);
+                status = 1;
+            } else {
+                printf("trained %lld steps in %.1f s (%.2f steps/s), loss %.4f -> %.4f\n", r.steps, r.train_seconds,
+                       r.steps_per_second, r.first_loss, r.last_loss);
+                if (isnan(r.heldout_dice)) printf("no held-out cases with labels (imagesTs + labelsTs)\n");
+                else {
+                    for (int k = 1; k < r.nclasses && k < 16; k++)
+                        printf("held-out Dice %s: %.4f\n", k < pr->nclasses ? pr->classes[k] : "class", r.dice[k]);
+                    printf("heldout_dice=%.4f\n", r.heldout_dice);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+    train_free(ts);
+    train_free(ts2);
+    protocol_free(pr);
+    protocol_free(pr2);
+    graph_free(inf);
+    if (p2) program_free(p2);
+    return finish(p, &d, step, status);
+}
+
 static int cmd_ops(int argc, char **argv)
 {
     if (argc > 0 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
@@ -512,6 +609,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "ops") == 0) return cmd_ops(argc - 2, argv + 2);
     if (strcmp(cmd, "run") == 0 || strcmp(cmd, "init") == 0) return cmd_run_or_init(cmd, argc - 2, argv + 2);
     if (strcmp(cmd, "emit") == 0) return cmd_emit(argc - 2, argv + 2);
+    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 2, argv + 2);
     const char *cmds[] = { "check", "graph", "ops", "run", "init" };
     Suggest sg;
     suggest_init(&sg, cmd);

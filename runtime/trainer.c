@@ -45,18 +45,26 @@ static int find_input(const Graph *g, const char *name)
 
 /* ---- checkpoints ------------------------------------------------------------------------------------ */
 
+/* model_only: the net's parameters and buffers (what `netc run --weights`
+ * loads), without the optimizer state. */
 static int save_checkpoint(const char *path, const Graph *g, const RefState *s, int64_t epoch, int64_t step,
-                           const TrainSpec *ts, double loss, char *err, size_t errlen)
+                           const TrainSpec *ts, double loss, bool model_only, char *err, size_t errlen)
 {
     StTensor *t = calloc((size_t)(g->nparams > 0 ? g->nparams : 1), sizeof *t);
     if (!t) { snprintf(err, errlen, "out of memory"); return -1; }
+    int nt = 0;
     for (int i = 0; i < g->nparams; i++) {
+        int owner = g->params[i].node;
+        if (model_only && owner >= 0 && owner < g->nnodes &&
+            (g->nodes[owner].op == OP_SGD_UPDATE || g->nodes[owner].op == OP_ADAM_UPDATE))
+            continue;
         const Tensor *te = &g->tensors[g->params[i].tensor];
-        t[i].name = g->params[i].name;
-        t[i].dtype = "F32";
-        t[i].rank = te->shape.rank;
-        for (int k = 0; k < te->shape.rank; k++) t[i].shape[k] = te->shape.d[k];
-        t[i].data = s->buf[g->params[i].tensor];
+        t[nt].name = g->params[i].name;
+        t[nt].dtype = "F32";
+        t[nt].rank = te->shape.rank;
+        for (int k = 0; k < te->shape.rank; k++) t[nt].shape[k] = te->shape.d[k];
+        t[nt].data = s->buf[g->params[i].tensor];
+        nt++;
     }
     char e[32], st[32], sd[32], l[40];
     snprintf(e, sizeof e, "%lld", (long long)epoch);
@@ -65,7 +73,7 @@ static int save_checkpoint(const char *path, const Graph *g, const RefState *s, 
     snprintf(l, sizeof l, "%.9g", loss);
     const char *keys[] = { "netc_net", "netc_epoch", "netc_step", "netc_seed", "netc_loss" };
     const char *vals[] = { g->net_name ? g->net_name : "", e, st, sd, l };
-    int rc = st_write(path, t, g->nparams, keys, vals, 5, err, errlen);
+    int rc = st_write(path, t, nt, keys, vals, 5, err, errlen);
     free(t);
     return rc;
 }
@@ -144,7 +152,8 @@ int train_run(const Graph *g, const TrainSpec *ts, BatchSource *src, const Train
     }
     RefState *s = ref_new(g);
     if (!s) { snprintf(err, errlen, "out of memory"); return -1; }
-    char ckpt[4200], csv[4200];
+    char ckpt[4200], csv[4200], model[4200];
+    snprintf(model, sizeof model, "%.4000s/model_last.safetensors", o->run_dir);
     snprintf(ckpt, sizeof ckpt, "%.4000s/checkpoint_last.safetensors", o->run_dir);
     snprintf(csv, sizeof csv, "%.4000s/log.csv", o->run_dir);
     int64_t epoch0 = 0, step = 0;
@@ -230,14 +239,20 @@ int train_run(const Graph *g, const TrainSpec *ts, BatchSource *src, const Train
         double mean = sum / (double)(I > 0 ? I : 1);
         curve[e] = mean;
         score[e] = o->epoch_end ? o->epoch_end(o->epoch_ctx, g, s, e) : NAN;
-        if (save_checkpoint(ckpt, g, s, e, step, ts, mean, err, errlen) != 0) { rc = -1; goto done; }
+        if (save_checkpoint(ckpt, g, s, e, step, ts, mean, false, err, errlen) != 0 ||
+            save_checkpoint(model, g, s, e, step, ts, mean, true, err, errlen) != 0) {
+            rc = -1;
+            goto done;
+        }
         fprintf(log, "%lld,%.9g,%.9g,%.9g,%.3f\n", (long long)e, mean, score[e], lr, now() - t0);
         fflush(log);
         write_svg(o->run_dir, curve, o->epoch_end ? score : NULL, E);
-        if (!o->quiet)
-            fprintf(stderr, "\repoch %lld/%lld: train loss %.4f%s%.4f, lr %.3g, %.1fs%20s\n", (long long)e + 1,
-                    (long long)E, mean, o->epoch_end ? ", validation " : "", o->epoch_end ? score[e] : 0.0, lr,
-                    now() - te, "");
+        if (!o->quiet) {
+            char val[64] = "";
+            if (o->epoch_end) snprintf(val, sizeof val, ", validation %.4f", score[e]);
+            fprintf(stderr, "\repoch %lld/%lld: train loss %.4f%s, lr %.3g, %.1fs%20s\n", (long long)e + 1,
+                    (long long)E, mean, val, lr, now() - te, "");
+        }
         res->epochs_done++;
         ran++;
     }

@@ -10,8 +10,9 @@
  * Per epoch: `iterations` steps at the schedule's learning rate, then the
  * checkpoint `checkpoint_last.safetensors` (every parameter, buffer and
  * optimizer state, plus metadata: epoch, step, seed; written atomically:
- * temp file, fsync, rename), a line in `log.csv` and the curve picture
- * `curves.svg`, all in the run folder.  A non-finite loss stops training
+ * temp file, fsync, rename), the weights alone `model_last.safetensors`
+ * (what `netc run --weights` loads), a line in `log.csv` and the curve
+ * picture `curves.svg`, all in the run folder.  A non-finite loss stops training
  * with a message; the last checkpoint is kept as it was.
  */
 #ifndef NETC_TRAINER_H

@@ -91,6 +91,7 @@ ls "$tmp"/keep.json.tmp.* >/dev/null 2>&1 && bad "a temporary file was left behi
 # reference inference end to end: init weights, segment a volume, reproduce
 small=(-D base=4 -D protocol.size=32x32)
 /usr/bin/python3 tests/make_test_nifti.py "$tmp/in.nii" 32 32
+/usr/bin/python3 tests/make_test_nifti.py "$tmp/in64.nii" 48 64
 expect 0 "netc init" -- "$NETC" init netdefs/unet2d.net "${small[@]}" --seed 7 -o "$tmp/w.safetensors"
 contains "netc init" "wrote 118 tensors"
 expect 0 "netc run with weights" -- "$NETC" run netdefs/unet2d.net "${small[@]}" --weights "$tmp/w.safetensors" \
@@ -144,6 +145,25 @@ expect 0 "netc emit --target obj" -- "$NETC" emit netdefs/unet2d.net -D base=4 -
 expect 2 "netc emit without --target" -- "$NETC" emit netdefs/unet2d.net -o "$tmp/gen"
 expect 2 "netc emit with an unknown target" -- "$NETC" emit netdefs/unet2d.net --target ptx -o "$tmp/gen"
 expect 1 "netc emit into an impossible folder" -- "$NETC" emit netdefs/unet2d.net --target c -o /proc/nope/x
+
+# netc train on a real crop: Colin27 at 4 mm (scripts/fetch_colin27.sh; docs/demo.md), 40 steps of a
+# small 2D U-Net; the loss falls and the held-out slab's Dice clears 0.85 (0.95 measured; seeded)
+bash scripts/fetch_colin27.sh >/dev/null 2>&1 && ok || bad "scripts/fetch_colin27.sh failed (the Debian mirror?)"
+tiny=(tests/nets/colin27_tiny.net --protocol colin27_tiny -D base=4 -D depth=3 --data build/data/Colin27Tiny)
+expect 0 "netc train" -- "$NETC" train "${tiny[@]}" --out "$tmp/run" -q
+contains "netc train" "heldout_dice="
+d=$(sed -n 's/^heldout_dice=//p' "$tmp/out")
+awk -v d="$d" 'BEGIN { exit !(d >= 0.85) }' && ok || bad "netc train: held-out Dice $d < 0.85"
+l=$(sed -n 's/.*loss \([0-9.]*\) -> \([0-9.]*\)$/\1 \2/p' "$tmp/out")
+awk -v l="$l" 'BEGIN { split(l, a, " "); exit !(a[2] < a[1] - 0.2) }' && ok || bad "netc train: the loss did not fall ($l)"
+for f in checkpoint_last.safetensors model_last.safetensors log.csv curves.svg; do
+    [ -s "$tmp/run/$f" ] && ok || bad "netc train wrote no $f"
+done
+expect 0 "netc run with the trained weights" -- "$NETC" run tests/nets/colin27_tiny.net --protocol colin27_tiny -D base=4 \
+    -D depth=3 -D protocol.batch=1 --weights "$tmp/run/model_last.safetensors" --input "$tmp/in64.nii" --output "$tmp/seg.nii"
+expect 1 "netc train: no dataset" -- "$NETC" train "${tiny[@]/Colin27Tiny/nowhere}" --out "$tmp/run2" -q
+contains "netc train: no dataset" "nowhere"
+expect 2 "netc train without --data" -- "$NETC" train tests/nets/colin27_tiny.net --protocol colin27_tiny
 
 # the front door
 expect 0 "netc ops" -- "$NETC" ops
