@@ -16,6 +16,7 @@
 
 #include <sys/stat.h>
 
+#include "bench_kernels.h"
 #include "driver.h"
 #include "fuse.h"
 #include "l3_cuda.h"
@@ -42,6 +43,8 @@ static const char *usage_main =
     "  emit FILE    write the generated code: --target c|cuda|llvm-ir|asm|obj -o DIR\n"
     "  train FILE   train on a dataset in nnU-Net's format (--data DIR --out RUN)\n"
     "  init FILE    write freshly initialised weights as safetensors (-o)\n"
+    "  bench FILE   time the generated code: the whole step, and with --kernels each\n"
+    "               fused kernel against the machine's measured roofline\n"
     "\n"
     "Run `netc COMMAND --help` for a command's options.\n"
     "A first try:  netc check netdefs/unet2d.net\n"
@@ -610,6 +613,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "run") == 0 || strcmp(cmd, "init") == 0) return cmd_run_or_init(cmd, argc - 2, argv + 2);
     if (strcmp(cmd, "emit") == 0) return cmd_emit(argc - 2, argv + 2);
     if (strcmp(cmd, "train") == 0) return cmd_train(argc - 2, argv + 2);
+    if (strcmp(cmd, "bench") == 0) return netc_bench_main(argc - 2, argv + 2);
     const char *cmds[] = { "check", "graph", "ops", "run", "init" };
     Suggest sg;
     suggest_init(&sg, cmd);

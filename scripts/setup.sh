@@ -19,6 +19,7 @@ PACKAGES=(
   clang libclang-rt-14-dev        # libFuzzer harness for the front end
   python3-torch python3-numpy     # PyTorch reference for parameter counts / cross-checks
   graphviz                        # `netc graph --dot` rendering in docs/tests (optional use)
+  libgoogle-perftools4            # tcmalloc, preloaded for PyTorch's best configuration in `make bench`
 )
 
 missing=()

@@ -165,6 +165,11 @@ expect 1 "netc train: no dataset" -- "$NETC" train "${tiny[@]/Colin27Tiny/nowher
 contains "netc train: no dataset" "nowhere"
 expect 2 "netc train without --data" -- "$NETC" train tests/nets/colin27_tiny.net --protocol colin27_tiny
 
+# netc bench: whole step and per kernel on a tiny net (timings are not checked: machine speed)
+expect 0 "netc bench --kernels" -- "$NETC" bench netdefs/unet2d.net -D base=4 -D protocol.size=32x32 --iters 2 --kernels
+contains "netc bench --kernels" "total (kernels timed one by one)"
+expect 2 "netc bench with a bad option" -- "$NETC" bench netdefs/unet2d.net --iters zero
+
 # the front door
 expect 0 "netc ops" -- "$NETC" ops
 contains "netc ops" "upconv"

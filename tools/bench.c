@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bench_kernels.h"
 #include "cbackend.h"
 #include "driver.h"
 #include "fuse.h"
@@ -59,14 +60,19 @@ int netc_threads(void) __attribute__((weak));
 static const char *usage =
     "usage: bench FILE [--protocol P] [--net N] [-D KEY=VALUE ...] [--mode infer|train]\n"
     "             [--backend llvm|c] [--iters N] [--warmup W] [--threads T] [--seed S] [--dump DIR]\n"
+    "       bench --peak [--threads T]\n"
     "\n"
     "Compiles the net (inference, or the train block's whole training step with --mode train),\n"
     "fuses, plans one arena, JIT-compiles it (LLVM, or the C backend), runs W warmup and N\n"
     "timed iterations and prints one JSON line with the median and min time per iteration.\n"
+    "The JSON ends with the process's peak resident set (VmHWM), \"peak_rss_mb\".\n"
+    "--peak measures the machine instead: FMA peak GFLOP/s and memcpy bandwidth GB/s\n"
+    "on 1 thread and on T threads (one JSON line).\n"
     "Defaults: --mode infer --backend llvm --iters 10 --warmup 2 --threads 1 --seed 1.\n";
 
 typedef struct {
     const char *file, *protocol, *net, *mode, *backend, *dump;
+    bool peak;
     long iters, warmup, threads;
     unsigned long long seed;
     Override ov[64];
@@ -110,6 +116,10 @@ static int parse_args(int argc, char **argv, Args *a)
             fputs(usage, stdout);
             return -1;
         }
+        if (strcmp(s, "--peak") == 0) {
+            a->peak = true;
+            continue;
+        }
         if (strcmp(s, "--protocol") == 0 || strcmp(s, "--net") == 0 || strcmp(s, "--mode") == 0 ||
             strcmp(s, "--backend") == 0 || strcmp(s, "--iters") == 0 || strcmp(s, "--warmup") == 0 ||
             strcmp(s, "--threads") == 0 || strcmp(s, "--seed") == 0 || strcmp(s, "--dump") == 0) {
@@ -152,7 +162,7 @@ static int parse_args(int argc, char **argv, Args *a)
             return bad("unexpected argument `%s` (one FILE only)", s);
         }
     }
-    if (!a->file) return bad("%s", "missing FILE (a .net file)");
+    if (!a->file && !a->peak) return bad("%s", "missing FILE (a .net file)");
     return 0;
 }
 
@@ -240,6 +250,15 @@ int main(int argc, char **argv)
     if (rc) {
         for (int i = 0; i < a.nov; i++) free(a.ov[i].key);
         return rc < 0 ? 0 : rc;
+    }
+    if (a.peak) {
+        const char *isa = "?";
+        double f1 = netc_peak_fma_gflops(1, &isa), m1 = netc_peak_mem_gbs(1);
+        double ft = a.threads > 1 ? netc_peak_fma_gflops((int)a.threads, NULL) : f1;
+        double mt = a.threads > 1 ? netc_peak_mem_gbs((int)a.threads) : m1;
+        printf("{\"isa\": \"%s\", \"threads\": %ld, \"fma_gflops_1t\": %.2f, \"fma_gflops\": %.2f, "
+               "\"mem_gbs_1t\": %.2f, \"mem_gbs\": %.2f}\n", isa, a.threads, f1, ft, m1, mt);
+        return fflush(stdout) == 0 ? 0 : 1;
     }
     bool training = strcmp(a.mode, "train") == 0;
     bool llvm = strcmp(a.backend, "llvm") == 0;
@@ -440,8 +459,8 @@ int main(int argc, char **argv)
     }
     fprintf(o, ", \"flops\": %.6g, \"compile_ms\": %.1f, \"warmup\": %ld, \"iters\": %ld", flops, compile_ms, a.warmup,
             a.iters);
-    fprintf(o, ", \"median_ms\": %.4f, \"min_ms\": %.4f, \"mean_ms\": %.4f, \"gflops\": %.3f}\n", median, times[0],
-            sum / (double)a.iters, median > 0 ? flops / (median * 1e6) : 0.0);
+    fprintf(o, ", \"median_ms\": %.4f, \"min_ms\": %.4f, \"mean_ms\": %.4f, \"gflops\": %.3f, \"peak_rss_mb\": %.1f}\n",
+            median, times[0], sum / (double)a.iters, median > 0 ? flops / (median * 1e6) : 0.0, netc_peak_rss_mb());
     status = fflush(o) == 0 ? 0 : 1;
     goto out;
 
