@@ -311,12 +311,21 @@ static bool grad_conv(Lo *L)
     int dy = t_dy(L);
     if (k == 2) {   /* bias: sum of dy over n and space */
         int64_t sp = numel0(os) / (os->d[0] * os->d[1]);
-        int cv, nv, iv;
+        /* summed row by row (a partial sum per row of the last axis), so a
+         * large image's float rounding grows with rows + width, not with
+         * every voxel one after another */
+        int64_t W = os->d[os->rank - 1], rows = sp / W;
+        int cv, nv, rv, iv;
         L3Block *b = loop(L, &L->k->body, "c", os->d[1], &cv, L3_PARALLEL);
         int acc = local(L, b, "acc", L3_F32, F(L, 0));
         L3Block *in = loop(L, b, "n", os->d[0], &nv, 0);
-        in = loop(L, in, "i", sp, &iv, L3_VECTORIZE);
-        accum(L, in, acc, valf(L, dy, add(L, mul(L, add(L, mul(L, V(L, nv), I(L, os->d[1])), V(L, cv)), I(L, sp)), V(L, iv))));
+        in = loop(L, in, "r", rows, &rv, 0);
+        int part = local(L, in, "row", L3_F32, F(L, 0));
+        L3Block *wb = loop(L, in, "i", W, &iv, L3_VECTORIZE);
+        L3Expr *flat = add(L, mul(L, add(L, mul(L, V(L, nv), I(L, os->d[1])), V(L, cv)), I(L, sp)),
+                           add(L, mul(L, V(L, rv), I(L, W)), V(L, iv)));
+        accum(L, wb, part, valf(L, dy, flat));
+        accum(L, in, acc, V(L, part));
         emitf(L, b, V(L, cv), V(L, acc));
         return true;
     }
