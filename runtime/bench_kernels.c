@@ -692,7 +692,7 @@ int netc_bench_main(int argc, char **argv)
                 bool mem = bw * (r->flops / (r->bytes > 0 ? r->bytes : 1)) < peak;
                 double pct = mem ? (bw > 0 ? 100 * kb / bw : 0) : (peak > 0 ? 100 * kg / peak : 0);
                 char ops[35];
-                snprintf(ops, sizeof ops, "%s", r->ops);
+                snprintf(ops, sizeof ops, "%.34s", r->ops);
                 if (strlen(r->ops) > 34) memcpy(ops + 31, "...", 4);
                 fprintf(o, "%-40.40s %-34s %9.3f %5.1f%% %9.2f %8.2f %7.1f%%  %s\n", m->kernels[r->k].name, ops, r->ms,
                         ksum > 0 ? 100 * r->ms / ksum : 0, kg, kb, pct, mem ? "memory" : "compute");
