@@ -128,9 +128,59 @@ void emitf(Lo *L, L3Block *b, L3Expr *flat, L3Expr *v);
 int conv_accumulator(Lo *L);
 bool lower_transposed_rows(Lo *L, int src_t, int w_tensor, int bias_buf, int acc_t);
 
-/* gradients, losses and optimizer updates (lower_grad.c) */
+/* Grad nodes: the forward node and its operands (inputs: dy, the forward
+ * inputs, parameters, output), and small builders shared by lower_grad.c
+ * and lower_loss.c. */
+/* ---- access to the forward node's operands from a grad node ------------------------------------ */
+
+static inline const Node *fwd(Lo *L) { return &L->g->nodes[L->n->at.grad_node]; }
+static inline int t_dy(Lo *L) { return L->n->in[0]; }
+static inline int t_x(Lo *L, int j) { return L->n->in[1 + j]; }
+static inline int t_p(Lo *L, int j) { return L->n->in[1 + fwd(L)->nin + j]; }
+static inline int t_y(Lo *L) { return L->n->in[1 + fwd(L)->nin + fwd(L)->nparams]; }
+static inline int b_p(Lo *L, int j, const char *nm) { return buf(L, t_p(L, j), false, nm); }
+
+static inline L3Expr *ld(Lo *L, int b, L3Expr *i) { return load(L, b, i); }
+static inline L3Expr *sel(Lo *L, L3Expr *c, L3Expr *a, L3Expr *b) { return l3_select(L->m, c, a, b); }
+static inline L3Expr *lt(Lo *L, L3Expr *a, L3Expr *b) { return bin(L, L3_LT, a, b); }
+static inline L3Expr *le(Lo *L, L3Expr *a, L3Expr *b) { return bin(L, L3_LE, a, b); }
+static inline L3Expr *and_(Lo *L, L3Expr *a, L3Expr *b) { return a ? bin(L, L3_AND, a, b) : b; }
+static inline L3Expr *ex(Lo *L, L3Expr *a) { return l3_un(L->m, L3_EXP, a); }
+static inline int local(Lo *L, L3Block *b, const char *nm, L3Type t, L3Expr *init)
+{
+    int v = l3_var(L->m, L->k, nm, t, false);
+    l3_local(L->m, b, v, init);
+    return v;
+}
+static inline void set(Lo *L, L3Block *b, int v, L3Expr *e) { l3_assign(L->m, b, v, e); }
+static inline void accum(Lo *L, L3Block *b, int v, L3Expr *e) { l3_assign(L->m, b, v, add(L, V(L, v), e)); }
+
+/* Loops over shape s without a parallel annotation (scatters). */
+static inline L3Block *serial_over(Lo *L, L3Block *in, const Shape *s, L3Expr **c)
+{
+    static const char *nm[] = { "n", "c", "i", "j", "k" };
+    L3Block *b = in;
+    for (int i = 0; i < s->rank; i++) {
+        int v;
+        b = loop(L, b, i < 5 ? nm[i] : "a", s->d[i], &v, 0);
+        c[i] = V(L, v);
+    }
+    return b;
+}
+
+/* out[:] = 0 (before a scatter). */
+static inline void zero(Lo *L, int ob, int64_t n)
+{
+    int v;
+    L3Block *b = loop(L, &L->k->body, "z", n, &v, L3_VECTORIZE);
+    l3_store(L->m, b, ob, V(L, v), F(L, 0), false);
+}
+
+
+/* gradients, losses and optimizer updates (lower_grad.c, lower_loss.c) */
 bool lower_grad_node(Lo *L, char *err, size_t errlen);
 bool lower_loss(Lo *L, char *err, size_t errlen);
+bool lower_loss_grad(Lo *L);   /* a loss's gradient w.r.t. the logits */
 bool lower_update(Lo *L, char *err, size_t errlen);
 
 #endif
