@@ -85,9 +85,12 @@ $(BUILD)/test_netc: $(TEST_OBJ) $(BUILD)/libnetc.a
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(CHECK_LIBS) $(LIBS)
 
 # ---- tests -------------------------------------------------------------
+# tests/cli_test.sh first, then every other tests/cli_*.sh (each sources tests/cli_lib.sh)
+CLI_TESTS := tests/cli_test.sh $(sort $(filter-out tests/cli_lib.sh tests/cli_test.sh,$(wildcard tests/cli_*.sh)))
+
 test: $(BUILD)/netc $(BUILD)/test_netc
 	$(BUILD)/test_netc
-	NETC=$(BUILD)/netc tests/cli_test.sh
+	for f in $(CLI_TESTS); do NETC=$(BUILD)/netc bash $$f || exit 1; done
 	/usr/bin/python3 tools/compare_with_torch.py --netc $(BUILD)/netc
 	@rm -rf $(BUILD)/refdump
 	NETC_REF_DUMP=$(BUILD)/refdump CK_RUN_SUITE=ref $(BUILD)/test_netc >/dev/null

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "bench_kernels.h"
+#include "commands.h"
 #include "driver.h"
 #include "fuse.h"
 #include "l3_cuda.h"
@@ -45,6 +46,11 @@ static const char *usage_main =
     "  init FILE    write freshly initialised weights as safetensors (-o)\n"
     "  bench FILE   time the generated code: the whole step, and with --kernels each\n"
     "               fused kernel against the machine's measured roofline\n"
+    "  plan DATA    fingerprint a dataset and write a protocol for it (-o FILE)\n"
+    "  infer FILE   segment whole scans: sliding window, mirroring, back to the scan's grid\n"
+    "  eval PRED GT score segmentations: Dice, IoU, HD95, ASSD, surface Dice\n"
+    "  overlay IMG LABEL  draw a label map over an image slice as a PNG\n"
+    "  build FILE   one standalone executable (or an embeddable bundle) per protocol\n"
     "\n"
     "Run `netc COMMAND --help` for a command's options.\n"
     "A first try:  netc check netdefs/unet2d.net\n"
@@ -614,10 +620,16 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "emit") == 0) return cmd_emit(argc - 2, argv + 2);
     if (strcmp(cmd, "train") == 0) return cmd_train(argc - 2, argv + 2);
     if (strcmp(cmd, "bench") == 0) return netc_bench_main(argc - 2, argv + 2);
-    const char *cmds[] = { "check", "graph", "ops", "run", "init" };
+    if (strcmp(cmd, "infer") == 0) return netc_infer_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "eval") == 0) return netc_eval_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "overlay") == 0) return netc_overlay_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "plan") == 0) return netc_plan_main(argc - 2, argv + 2);
+    if (strcmp(cmd, "build") == 0) return netc_build_main(argc - 2, argv + 2);
+    const char *cmds[] = { "check", "graph", "ops", "run", "init", "emit", "train", "bench",
+                           "infer", "eval", "overlay", "plan", "build" };
     Suggest sg;
     suggest_init(&sg, cmd);
-    for (int i = 0; i < 5; i++) suggest_offer(&sg, cmds[i]);
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) suggest_offer(&sg, cmds[i]);
     fprintf(stderr, "netc: unknown command `%s`%s\n(run `netc --help` for the commands)\n", cmd, suggest_hint(&sg));
     return 2;
 }

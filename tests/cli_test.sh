@@ -2,26 +2,7 @@
 # cli_test.sh — the command line as a user meets it: exit codes, help texts,
 # outputs of check/graph, and that a failed run leaves existing files alone.
 # Usage: NETC=build/netc tests/cli_test.sh
-set -u
-NETC=${NETC:-build/netc}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-
-ok()   { pass=$((pass + 1)); }
-bad()  { fail=$((fail + 1)); echo "FAIL: $*"; }
-
-# expect STATUS DESCRIPTION -- command...   (stdout+stderr in $tmp/out)
-expect() {
-    local want=$1 what=$2; shift 3
-    "$@" >"$tmp/out" 2>&1
-    local got=$?
-    if [ "$got" -eq "$want" ]; then ok; else bad "$what: exit $got, want $want"; sed 's/^/    /' "$tmp/out" | head -20; fi
-}
-contains() {
-    if grep -qF -- "$2" "$tmp/out"; then ok; else bad "$1: output lacks \"$2\""; sed 's/^/    /' "$tmp/out" | head -20; fi
-}
+. "$(dirname "$0")/cli_lib.sh"
 
 expect 0 "netc --help"            -- "$NETC" --help
 contains "netc --help" "netc check netdefs/unet2d.net"
@@ -174,5 +155,4 @@ expect 2 "netc bench with a bad option" -- "$NETC" bench netdefs/unet2d.net --it
 expect 0 "netc ops" -- "$NETC" ops
 contains "netc ops" "upconv"
 
-echo "cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+cli_done cli
