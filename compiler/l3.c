@@ -1,6 +1,7 @@
 /* l3.c — building the L3 loop IR, and the C printer. */
 #define _POSIX_C_SOURCE 200809L
 #include "l3.h"
+#include "l3_internal.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -350,102 +351,8 @@ static bool uses_block(Uses *u, const L3Block *b)
     return true;
 }
 
-/* Whether the iterations of a nested loop are visibly independent (the
- * rule of l3_cuda.c): it is itself parallel, or every store below it
- * indexes with its variable and a buffer stored below it is read only at
- * an index that is stored. */
-static bool expr_uses_var(const L3Expr *e, int var)
-{
-    if (!e) return false;
-    if (e->kind == L3E_VAR && e->var == var) return true;
-    return expr_uses_var(e->a, var) || expr_uses_var(e->b, var) || expr_uses_var(e->c, var);
-}
+/* l3_parallel_plan: see l3_internal.h. */
 
-static bool expr_equal(const L3Expr *a, const L3Expr *b)
-{
-    if (a == b) return true;
-    if (!a || !b || a->kind != b->kind || a->type != b->type) return false;
-    switch (a->kind) {
-    case L3E_INT: return a->i == b->i;
-    case L3E_FLOAT: return a->f == b->f || (isnan(a->f) && isnan(b->f));
-    case L3E_VAR: return a->var == b->var;
-    case L3E_LOAD: return a->buf == b->buf && expr_equal(a->a, b->a);
-    case L3E_BIN: case L3E_UN: if (a->op != b->op) return false; break;
-    default: break;
-    }
-    return expr_equal(a->a, b->a) && expr_equal(a->b, b->b) && expr_equal(a->c, b->c);
-}
-
-typedef struct { const L3Stmt **s; int n, cap; } StoreList;
-
-static void collect_stores(const L3Block *b, StoreList *l)
-{
-    for (int i = 0; i < b->n; i++) {
-        const L3Stmt *s = b->s[i];
-        if (s->kind == L3S_STORE) {
-            GROW(l->s, l->n, l->cap);
-            l->s[l->n++] = s;
-        }
-        collect_stores(&s->body, l);
-        collect_stores(&s->els, l);
-    }
-}
-
-static bool loads_ok(const L3Expr *e, const StoreList *l)
-{
-    if (!e) return true;
-    if (e->kind == L3E_LOAD) {
-        bool stored = false, same = false;
-        for (int i = 0; i < l->n; i++)
-            if (l->s[i]->buf == e->buf) {
-                stored = true;
-                same = same || expr_equal(l->s[i]->index, e->a);
-            }
-        if (stored && !same) return false;
-    }
-    return loads_ok(e->a, l) && loads_ok(e->b, l) && loads_ok(e->c, l);
-}
-
-static bool block_loads_ok(const L3Block *b, const StoreList *l)
-{
-    for (int i = 0; i < b->n; i++) {
-        const L3Stmt *s = b->s[i];
-        if (!loads_ok(s->index, l) || !loads_ok(s->value, l) || !loads_ok(s->cond, l)) return false;
-        if (!block_loads_ok(&s->body, l) || !block_loads_ok(&s->els, l)) return false;
-    }
-    return true;
-}
-
-static bool independent(const L3Stmt *s)
-{
-    if (s->annot & L3_PARALLEL) return true;
-    StoreList l = { NULL, 0, 0 };
-    collect_stores(&s->body, &l);
-    bool ok = true;
-    for (int i = 0; ok && i < l.n; i++) ok = expr_uses_var(l.s[i]->index, s->var);
-    ok = ok && block_loads_ok(&s->body, &l);
-    free(l.s);
-    return ok;
-}
-
-/* The parallel loop s of kernel k as one outlined region, for the C printer
- * and the LLVM backend alike (l3_llvm.c declares it; it is not part of
- * l3.h's interface).
- *
- * Returns the number of loops the region runs as one flat iteration space
- * (loops[0] = s, then perfectly nested loops whose iterations are visibly
- * independent, while there are fewer than L3_PAR_MIN_ITERS iterations: a
- * batch of 1 gives no parallelism on its own; an L3_VECTORIZE loop is only
- * taken while there are fewer than 4), or 0: s stays a serial loop.  That
- * happens when the body assigns a local declared outside it (the one thing
- * an outlined body cannot do: it gets copies), when the nest runs no
- * iteration or on malformed IR.  free_vars[k->nvars]: the variables the
- * body reads but does not declare (outer loop variables, earlier locals);
- * used_bufs[k->nbufs]: the buffers it reads or writes. */
-#define L3_PAR_MIN_ITERS 256
-
-int l3_parallel_plan(const L3Kernel *k, const L3Stmt *s, const L3Stmt **loops, int maxloops, bool *free_vars,
-                     bool *used_bufs);
 int l3_parallel_plan(const L3Kernel *k, const L3Stmt *s, const L3Stmt **loops, int maxloops, bool *free_vars,
                      bool *used_bufs)
 {
@@ -471,7 +378,7 @@ int l3_parallel_plan(const L3Kernel *k, const L3Stmt *s, const L3Stmt **loops, i
         const L3Stmt *in = s->body.s[0];
         if (in->extent <= 0 || total > INT64_MAX / in->extent) break;
         if ((in->annot & L3_VECTORIZE) && total >= 4) break;
-        if (!independent(in)) break;
+        if (!l3_loop_independent(in)) break;
         total *= in->extent;
         loops[n++] = s = in;
     }
@@ -479,103 +386,6 @@ int l3_parallel_plan(const L3Kernel *k, const L3Stmt *s, const L3Stmt **loops, i
 }
 
 /* ---- the C printer ----------------------------------------------------------------------- */
-
-static const char *ctype(L3Type t)
-{
-    switch (t) {
-    case L3_I64: return "int64_t";
-    case L3_I32: return "int32_t";
-    case L3_F32: return "float";
-    case L3_BOOL: return "int";
-    }
-    return "?";
-}
-
-static void print_float(FILE *out, double f)
-{
-    if (isnan(f)) { fputs("NAN", out); return; }
-    if (isinf(f)) { fputs(f > 0 ? "INFINITY" : "-INFINITY", out); return; }
-    float x = (float)f;
-    char b[64];
-    snprintf(b, sizeof b, "%.9g", (double)x);
-    if (!strpbrk(b, ".eE")) strcat(b, ".0");
-    fprintf(out, "%sf", b);
-}
-
-static void print_expr(FILE *out, const L3Kernel *k, const L3Expr *e)
-{
-    static const char *bin[] = { "+", "-", "*", "/", "%", NULL, NULL, "<", "<=", "==", "!=", "&&", "||" };
-    switch (e->kind) {
-    case L3E_INT:
-        if (e->i < 0) fprintf(out, "(%" PRId64 ")", e->i);
-        else fprintf(out, "%" PRId64, e->i);
-        return;
-    case L3E_FLOAT: print_float(out, e->f); return;
-    case L3E_VAR: fputs(k->vars[e->var].name, out); return;
-    case L3E_LOAD:
-        fprintf(out, "%s[", k->bufs[e->buf].name);
-        print_expr(out, k, e->a);
-        fputc(']', out);
-        return;
-    case L3E_BIN:
-        if (e->op == L3_MIN || e->op == L3_MAX) {
-            if (e->type == L3_F32) fputs(e->op == L3_MIN ? "fminf(" : "fmaxf(", out);
-            else fputs(e->op == L3_MIN ? "NETC_MIN(" : "NETC_MAX(", out);
-            print_expr(out, k, e->a);
-            fputs(", ", out);
-            print_expr(out, k, e->b);
-            fputc(')', out);
-            return;
-        }
-        if (e->op == L3_MOD && e->type == L3_F32) {
-            fputs("fmodf(", out);
-            print_expr(out, k, e->a);
-            fputs(", ", out);
-            print_expr(out, k, e->b);
-            fputc(')', out);
-            return;
-        }
-        fputc('(', out);
-        print_expr(out, k, e->a);
-        fprintf(out, " %s ", bin[e->op]);
-        print_expr(out, k, e->b);
-        fputc(')', out);
-        return;
-    case L3E_UN: {
-        static const char *fn[] = { [L3_NEG] = "-", [L3_EXP] = "expf", [L3_LOG] = "logf", [L3_SQRT] = "sqrtf",
-                                    [L3_TANH] = "tanhf", [L3_ABS] = "fabsf", [L3_FLOOR] = "floorf", [L3_NOT] = "!",
-                                    [L3_EXPM1] = "expm1f" };
-        if (e->op == L3_ABS && e->type != L3_F32) fputs("llabs", out);
-        else fputs(fn[e->op], out);
-        fputc('(', out);
-        print_expr(out, k, e->a);
-        fputc(')', out);
-        return;
-    }
-    case L3E_SELECT:
-        fputc('(', out);
-        print_expr(out, k, e->a);
-        fputs(" ? ", out);
-        print_expr(out, k, e->b);
-        fputs(" : ", out);
-        print_expr(out, k, e->c);
-        fputc(')', out);
-        return;
-    case L3E_FMA:
-        fputs("fmaf(", out);
-        print_expr(out, k, e->a);
-        fputs(", ", out);
-        print_expr(out, k, e->b);
-        fputs(", ", out);
-        print_expr(out, k, e->c);
-        fputc(')', out);
-        return;
-    case L3E_CAST:
-        fprintf(out, "(%s)", ctype(e->type));
-        print_expr(out, k, e->a);
-        return;
-    }
-}
 
 static void indent(FILE *out, int d)
 {
@@ -605,32 +415,32 @@ static void print_stmt(FILE *out, const L3Kernel *k, const L3Stmt *s, int d, int
                     s->annot & L3_VECTORIZE ? " vectorize" : "", s->annot & L3_UNROLL ? " unroll" : "");
             indent(out, d);
         }
-        fprintf(out, "for (%s %s = 0; %s < %" PRId64 "; %s++) {\n", ctype(k->vars[s->var].type), v, v, s->extent, v);
+        fprintf(out, "for (%s %s = 0; %s < %" PRId64 "; %s++) {\n", l3_ctype(k->vars[s->var].type), v, v, s->extent, v);
         print_block(out, k, &s->body, d + 1, npar);
         indent(out, d);
         fputs("}\n", out);
         return;
     }
     case L3S_LOCAL:
-        fprintf(out, "%s %s = ", ctype(k->vars[s->var].type), k->vars[s->var].name);
-        print_expr(out, k, s->value);
+        fprintf(out, "%s %s = ", l3_ctype(k->vars[s->var].type), k->vars[s->var].name);
+        l3_print_expr(out, k, s->value);
         fputs(";\n", out);
         return;
     case L3S_ASSIGN:
         fprintf(out, "%s = ", k->vars[s->var].name);
-        print_expr(out, k, s->value);
+        l3_print_expr(out, k, s->value);
         fputs(";\n", out);
         return;
     case L3S_STORE:
         fprintf(out, "%s[", k->bufs[s->buf].name);
-        print_expr(out, k, s->index);
+        l3_print_expr(out, k, s->index);
         fprintf(out, "] %s ", s->accumulate ? "+=" : "=");
-        print_expr(out, k, s->value);
+        l3_print_expr(out, k, s->value);
         fputs(";\n", out);
         return;
     case L3S_IF:
         fputs("if (", out);
-        print_expr(out, k, s->cond);
+        l3_print_expr(out, k, s->cond);
         fputs(") {\n", out);
         print_block(out, k, &s->body, d + 1, npar);
         indent(out, d);
@@ -704,7 +514,7 @@ static bool block_uses_var(const L3Block *b, int var)
 {
     for (int i = 0; i < b->n; i++) {
         const L3Stmt *s = b->s[i];
-        if (expr_uses_var(s->index, var) || expr_uses_var(s->value, var) || expr_uses_var(s->cond, var)) return true;
+        if (l3_expr_uses_var(s->index, var) || l3_expr_uses_var(s->value, var) || l3_expr_uses_var(s->cond, var)) return true;
         if (block_uses_var(&s->body, var) || block_uses_var(&s->els, var)) return true;
     }
     return false;
@@ -731,12 +541,12 @@ static void print_region_fn(FILE *out, const L3Kernel *k, const Region *r, int i
     bool any = false;
     for (int b = 0; b < k->nbufs; b++)
         if (r->bufs[b]) {
-            fprintf(out, "    %s%s *%s;\n", k->bufs[b].written ? "" : "const ", ctype(k->bufs[b].elem), k->bufs[b].name);
+            fprintf(out, "    %s%s *%s;\n", k->bufs[b].written ? "" : "const ", l3_ctype(k->bufs[b].elem), k->bufs[b].name);
             any = true;
         }
     for (int v = 0; v < k->nvars; v++)
         if (r->vars[v]) {
-            fprintf(out, "    %s %s;\n", ctype(k->vars[v].type), k->vars[v].name);
+            fprintf(out, "    %s %s;\n", l3_ctype(k->vars[v].type), k->vars[v].name);
             any = true;
         }
     if (!any) fputs("    char unused;\n", out);
@@ -747,16 +557,16 @@ static void print_region_fn(FILE *out, const L3Kernel *k, const Region *r, int i
     fprintf(out, "    const struct %s_body%d_ctx *%s = %s;\n", k->name, id, ctx, arg);
     for (int b = 0; b < k->nbufs; b++)
         if (r->bufs[b])
-            fprintf(out, "    %s%s *restrict %s = %s->%s;\n", k->bufs[b].written ? "" : "const ", ctype(k->bufs[b].elem),
+            fprintf(out, "    %s%s *restrict %s = %s->%s;\n", k->bufs[b].written ? "" : "const ", l3_ctype(k->bufs[b].elem),
                     k->bufs[b].name, ctx, k->bufs[b].name);
     for (int v = 0; v < k->nvars; v++)
-        if (r->vars[v]) fprintf(out, "    %s %s = %s->%s;\n", ctype(k->vars[v].type), k->vars[v].name, ctx, k->vars[v].name);
+        if (r->vars[v]) fprintf(out, "    %s %s = %s->%s;\n", l3_ctype(k->vars[v].type), k->vars[v].name, ctx, k->vars[v].name);
     if (!any) fprintf(out, "    (void)%s;\n", ctx);
     const L3Stmt *last = r->loops[r->nloops - 1];
     if (r->nloops == 1) {
         const L3Var *v = &k->vars[last->var];
         if (v->type == L3_I64) fprintf(out, "    for (int64_t %s = %s; %s < %s; %s++) {\n", v->name, lo, v->name, hi, v->name);
-        else fprintf(out, "    for (%s %s = (%s)%s; %s < %s; %s++) {\n", ctype(v->type), v->name, ctype(v->type), lo, v->name, hi, v->name);
+        else fprintf(out, "    for (%s %s = (%s)%s; %s < %s; %s++) {\n", l3_ctype(v->type), v->name, l3_ctype(v->type), lo, v->name, hi, v->name);
     } else {
         fprintf(out, "    for (int64_t %s = %s; %s < %s; %s++) {\n", f, lo, f, hi, f);
         int64_t stride = r->total;
@@ -770,7 +580,7 @@ static void print_region_fn(FILE *out, const L3Kernel *k, const Region *r, int i
             else if (stride == 1) snprintf(e, sizeof e, "%s %% %" PRId64, f, l->extent);
             else snprintf(e, sizeof e, "%s / %" PRId64 " %% %" PRId64, f, stride, l->extent);
             if (v->type == L3_I64) fprintf(out, "        int64_t %s = %s;\n", v->name, e);
-            else fprintf(out, "        %s %s = (%s)(%s);\n", ctype(v->type), v->name, ctype(v->type), e);
+            else fprintf(out, "        %s %s = (%s)(%s);\n", l3_ctype(v->type), v->name, l3_ctype(v->type), e);
         }
     }
     print_block(out, k, &last->body, 2, NULL);
@@ -855,11 +665,11 @@ void l3_print_c(FILE *out, const L3Module *m)
         const L3Kernel *k = &m->kernels[i];
         int npar = 0;
         print_outlined(out, k, &k->body, &npar);
-        if (k->comment && *k->comment) fprintf(out, "/* %s */\n", k->comment);
+        if (k->comment && *k->comment) { fputs("/* ", out); l3_print_comment(out, k->comment); fputs(" */\n", out); }
         fprintf(out, "static void %s(", k->name);
         for (int j = 0; j < k->nbufs; j++)
             fprintf(out, "%s%s%s *restrict %s", j ? ", " : "", k->bufs[j].written ? "" : "const ",
-                    ctype(k->bufs[j].elem), k->bufs[j].name);
+                    l3_ctype(k->bufs[j].elem), k->bufs[j].name);
         if (k->nbufs == 0) fputs("void", out);
         fputs(")\n{\n", out);
         for (int j = 0; j < k->nbufs; j++) fprintf(out, "    (void)%s;\n", k->bufs[j].name);
@@ -874,7 +684,7 @@ void l3_print_c(FILE *out, const L3Module *m)
             const L3Kernel *k = &m->kernels[e->kernels[j]];
             fprintf(out, "    %s(", k->name);
             for (int b = 0; b < k->nbufs; b++)
-                fprintf(out, "%s(%s *)t[%d]", b ? ", " : "", ctype(k->bufs[b].elem), k->bufs[b].tensor);
+                fprintf(out, "%s(%s *)t[%d]", b ? ", " : "", l3_ctype(k->bufs[b].elem), k->bufs[b].tensor);
             fputs(");\n", out);
         }
         if (e->nkernels == 0) fputs("    (void)t;\n", out);

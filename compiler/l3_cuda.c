@@ -43,6 +43,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "l3_cuda.h"
+#include "l3_internal.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -67,82 +68,6 @@ typedef struct {
 
 /* ---- analysis ---------------------------------------------------------------------------------- */
 
-static bool expr_uses_var(const L3Expr *e, int var)
-{
-    if (!e) return false;
-    if (e->kind == L3E_VAR && e->var == var) return true;
-    return expr_uses_var(e->a, var) || expr_uses_var(e->b, var) || expr_uses_var(e->c, var);
-}
-
-static bool expr_equal(const L3Expr *a, const L3Expr *b)
-{
-    if (a == b) return true;
-    if (!a || !b || a->kind != b->kind || a->type != b->type) return false;
-    switch (a->kind) {
-    case L3E_INT: return a->i == b->i;
-    case L3E_FLOAT: return a->f == b->f || (isnan(a->f) && isnan(b->f));
-    case L3E_VAR: return a->var == b->var;
-    case L3E_LOAD: return a->buf == b->buf && expr_equal(a->a, b->a);
-    case L3E_BIN: case L3E_UN: if (a->op != b->op) return false; break;
-    default: break;
-    }
-    return expr_equal(a->a, b->a) && expr_equal(a->b, b->b) && expr_equal(a->c, b->c);
-}
-
-typedef struct { const L3Stmt **s; int n, cap; } StoreList;
-
-static void collect_stores(const L3Block *b, StoreList *l)
-{
-    for (int i = 0; i < b->n; i++) {
-        const L3Stmt *s = b->s[i];
-        if (s->kind == L3S_STORE) {
-            GROW(l->s, l->n, l->cap);
-            l->s[l->n++] = s;
-        }
-        collect_stores(&s->body, l);
-        collect_stores(&s->els, l);
-    }
-}
-
-/* Every load of a buffer that is stored in l reads an index that is stored. */
-static bool loads_ok(const L3Expr *e, const StoreList *l)
-{
-    if (!e) return true;
-    if (e->kind == L3E_LOAD) {
-        bool stored = false, same = false;
-        for (int i = 0; i < l->n; i++)
-            if (l->s[i]->buf == e->buf) {
-                stored = true;
-                same = same || expr_equal(l->s[i]->index, e->a);
-            }
-        if (stored && !same) return false;
-    }
-    return loads_ok(e->a, l) && loads_ok(e->b, l) && loads_ok(e->c, l);
-}
-
-static bool block_loads_ok(const L3Block *b, const StoreList *l)
-{
-    for (int i = 0; i < b->n; i++) {
-        const L3Stmt *s = b->s[i];
-        if (!loads_ok(s->index, l) || !loads_ok(s->value, l) || !loads_ok(s->cond, l)) return false;
-        if (!block_loads_ok(&s->body, l) || !block_loads_ok(&s->els, l)) return false;
-    }
-    return true;
-}
-
-/* May the iterations of the nested loop s run on different threads? */
-static bool independent(const L3Stmt *s)
-{
-    if (s->annot & L3_PARALLEL) return true;
-    StoreList l = { NULL, 0, 0 };
-    collect_stores(&s->body, &l);
-    bool ok = true;
-    for (int i = 0; ok && i < l.n; i++) ok = expr_uses_var(l.s[i]->index, s->var);
-    ok = ok && block_loads_ok(&s->body, &l);
-    free(l.s);
-    return ok;
-}
-
 static void plan_part(Part *p, const L3Stmt *const *stmts, int n, int part)
 {
     memset(p, 0, sizeof *p);
@@ -163,7 +88,7 @@ static void plan_part(Part *p, const L3Stmt *const *stmts, int n, int part)
         p->loops[p->nloops++] = s;
         if (p->nloops == MAX_COLLAPSE || s->body.n != 1) return;
         const L3Stmt *in = s->body.s[0];
-        if (in->kind != L3S_FOR || !independent(in)) return;
+        if (in->kind != L3S_FOR || !l3_loop_independent(in)) return;
         s = in;
     }
 }
@@ -208,115 +133,8 @@ static char *part_name(const L3Kernel *k, const Part *p)
 
 /* ---- printing ---------------------------------------------------------------------------------- */
 
-static const char *ctype(L3Type t)
-{
-    switch (t) {
-    case L3_I64: return "int64_t";
-    case L3_I32: return "int32_t";
-    case L3_F32: return "float";
-    case L3_BOOL: return "int";
-    }
-    return "int";
-}
-
-/* Comment text: no "*" "/" pair, no newline. */
-static void print_comment_text(FILE *out, const char *s)
-{
-    for (const char *c = s ? s : ""; *c; c++) {
-        if (*c == '\n' || *c == '\r') fputc(' ', out);
-        else {
-            fputc(*c, out);
-            if (c[0] == '*' && c[1] == '/') fputc(' ', out);
-        }
-    }
-}
-
-static void print_float(FILE *out, double f)
-{
-    if (isnan(f)) { fputs("NAN", out); return; }
-    if (isinf(f)) { fputs(f > 0 ? "INFINITY" : "(-INFINITY)", out); return; }
-    float x = (float)f;
-    if (isinf(x)) { fputs(x > 0 ? "INFINITY" : "(-INFINITY)", out); return; }
-    char b[64];
-    snprintf(b, sizeof b, "%.9g", (double)x);
-    if (!strpbrk(b, ".eE")) strcat(b, ".0");
-    fprintf(out, "%sf", b);
-}
-
 static const char *var_name(const L3Kernel *k, int v) { return v >= 0 && v < k->nvars ? k->vars[v].name : "netc_bad_var"; }
 static const char *buf_name(const L3Kernel *k, int b) { return b >= 0 && b < k->nbufs ? k->bufs[b].name : "netc_bad_buf"; }
-
-static void print_expr(FILE *out, const L3Kernel *k, const L3Expr *e)
-{
-    static const char *bin[] = { "+", "-", "*", "/", "%", NULL, NULL, "<", "<=", "==", "!=", "&&", "||" };
-    if (!e) { fputs("0", out); return; }
-    switch (e->kind) {
-    case L3E_INT:
-        if (e->i == INT64_MIN) fputs("(-9223372036854775807LL - 1)", out);
-        else if (e->i < 0) fprintf(out, "(%" PRId64 "LL)", e->i);
-        else if (e->i > INT32_MAX) fprintf(out, "%" PRId64 "LL", e->i);
-        else fprintf(out, "%" PRId64, e->i);
-        return;
-    case L3E_FLOAT: print_float(out, e->f); return;
-    case L3E_VAR: fputs(var_name(k, e->var), out); return;
-    case L3E_LOAD:
-        fprintf(out, "%s[", buf_name(k, e->buf));
-        print_expr(out, k, e->a);
-        fputc(']', out);
-        return;
-    case L3E_BIN:
-        if (e->op == L3_MIN || e->op == L3_MAX || (e->op == L3_MOD && e->type == L3_F32)) {
-            if (e->op == L3_MOD) fputs("fmodf(", out);
-            else if (e->type == L3_F32) fputs(e->op == L3_MIN ? "fminf(" : "fmaxf(", out);
-            else fputs(e->op == L3_MIN ? "NETC_MIN(" : "NETC_MAX(", out);
-            print_expr(out, k, e->a);
-            fputs(", ", out);
-            print_expr(out, k, e->b);
-            fputc(')', out);
-            return;
-        }
-        fputc('(', out);
-        print_expr(out, k, e->a);
-        fprintf(out, " %s ", e->op <= L3_OR && bin[e->op] ? bin[e->op] : "+");
-        print_expr(out, k, e->b);
-        fputc(')', out);
-        return;
-    case L3E_UN: {
-        static const char *fn[] = { [L3_NEG] = "-", [L3_EXP] = "expf", [L3_LOG] = "logf", [L3_SQRT] = "sqrtf",
-                                    [L3_TANH] = "tanhf", [L3_ABS] = "fabsf", [L3_FLOOR] = "floorf", [L3_NOT] = "!",
-                                    [L3_EXPM1] = "expm1f" };
-        const char *f = e->op >= L3_NEG && e->op <= L3_EXPM1 ? fn[e->op] : NULL;
-        if (e->op == L3_ABS && e->type != L3_F32) f = "llabs";
-        fputs(f ? f : "", out);
-        fputc('(', out);
-        print_expr(out, k, e->a);
-        fputc(')', out);
-        return;
-    }
-    case L3E_SELECT:
-        fputc('(', out);
-        print_expr(out, k, e->a);
-        fputs(" ? ", out);
-        print_expr(out, k, e->b);
-        fputs(" : ", out);
-        print_expr(out, k, e->c);
-        fputc(')', out);
-        return;
-    case L3E_FMA:
-        fputs("fmaf(", out);
-        print_expr(out, k, e->a);
-        fputs(", ", out);
-        print_expr(out, k, e->b);
-        fputs(", ", out);
-        print_expr(out, k, e->c);
-        fputc(')', out);
-        return;
-    case L3E_CAST:
-        fprintf(out, "(%s)", ctype(e->type));
-        print_expr(out, k, e->a);
-        return;
-    }
-}
 
 static void indent(FILE *out, int d)
 {
@@ -337,33 +155,33 @@ static void print_stmt(FILE *out, const L3Kernel *k, const L3Stmt *s, int d)
             indent(out, d);
         }
         fprintf(out, "for (%s %s = 0; %s < %" PRId64 "LL; %s++) {\n",
-                s->var >= 0 && s->var < k->nvars ? ctype(k->vars[s->var].type) : "int64_t", v, v, s->extent, v);
+                s->var >= 0 && s->var < k->nvars ? l3_ctype(k->vars[s->var].type) : "int64_t", v, v, s->extent, v);
         print_block(out, k, &s->body, d + 1);
         indent(out, d);
         fputs("}\n", out);
         return;
     }
     case L3S_LOCAL:
-        fprintf(out, "%s %s = ", s->var >= 0 && s->var < k->nvars ? ctype(k->vars[s->var].type) : "int64_t",
+        fprintf(out, "%s %s = ", s->var >= 0 && s->var < k->nvars ? l3_ctype(k->vars[s->var].type) : "int64_t",
                 var_name(k, s->var));
-        print_expr(out, k, s->value);
+        l3_print_expr(out, k, s->value);
         fputs(";\n", out);
         return;
     case L3S_ASSIGN:
         fprintf(out, "%s = ", var_name(k, s->var));
-        print_expr(out, k, s->value);
+        l3_print_expr(out, k, s->value);
         fputs(";\n", out);
         return;
     case L3S_STORE:
         fprintf(out, "%s[", buf_name(k, s->buf));
-        print_expr(out, k, s->index);
+        l3_print_expr(out, k, s->index);
         fprintf(out, "] %s ", s->accumulate ? "+=" : "=");
-        print_expr(out, k, s->value);
+        l3_print_expr(out, k, s->value);
         fputs(";\n", out);
         return;
     case L3S_IF:
         fputs("if (", out);
-        print_expr(out, k, s->cond);
+        l3_print_expr(out, k, s->cond);
         fputs(") {\n", out);
         print_block(out, k, &s->body, d + 1);
         indent(out, d);
@@ -392,7 +210,7 @@ static void print_function(FILE *out, const L3Kernel *k, const Part *p)
 {
     char *name = part_name(k, p);
     fputs("/* ", out);
-    print_comment_text(out, k->comment);
+    l3_print_comment(out, k->comment);
     if (p->part >= 0) fprintf(out, " (part %d)", p->part);
     fprintf(out, ": %" PRId64 " threads */\n", p->total);
     fprintf(out, "extern \"C\" __global__ void __launch_bounds__(%d) %s(", L3_CUDA_BLOCK, name);
@@ -411,7 +229,7 @@ static void print_function(FILE *out, const L3Kernel *k, const Part *p)
         fputs("    long long netc_rem = netc_idx;\n", out);
         for (int i = p->nloops - 1; i >= 0; i--) {
             const L3Stmt *l = p->loops[i];
-            const char *t = l->var >= 0 && l->var < k->nvars ? ctype(k->vars[l->var].type) : "int64_t";
+            const char *t = l->var >= 0 && l->var < k->nvars ? l3_ctype(k->vars[l->var].type) : "int64_t";
             fputs("    ", out);
             if (l->annot)
                 fprintf(out, "/*%s%s%s */ ", l->annot & L3_PARALLEL ? " parallel" : "",
@@ -450,7 +268,7 @@ static void print_launch_table(FILE *out, const L3Module *m)
         for (int i = 0; i < n; i++) maxp = l[i].nparams > maxp ? l[i].nparams : maxp;
         fputs(" *\n * static const struct { const char *name; long long total; int block; long long grid;\n", out);
         fprintf(out, " *                      int nparams; int params[%d]; } ", maxp);
-        print_comment_text(out, m->entries[e].name);
+        l3_print_comment(out, m->entries[e].name);
         fputs("_launches[] = {\n", out);
         for (int i = 0; i < n; i++) {
             fprintf(out, " *     { \"%s\", %" PRId64 ", %d, %" PRId64 ", %d, {", l[i].name, l[i].total, l[i].block,
@@ -467,7 +285,7 @@ static void print_launch_table(FILE *out, const L3Module *m)
 void l3_print_cuda(FILE *out, const L3Module *m)
 {
     fputs("/* ", out);
-    print_comment_text(out, m->name);
+    l3_print_comment(out, m->name);
     fputs(" — CUDA C generated by netc for NVRTC; do not edit. */\n", out);
     fputs(preamble, out);
     for (int i = 0; i < m->nkernels; i++) {

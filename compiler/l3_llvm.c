@@ -27,6 +27,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "l3_llvm.h"
+#include "l3_internal.h"
 
 #include "pool.h"
 
@@ -640,8 +641,6 @@ static void buffer_param_attrs(Tr *T, LLVMValueRef fn, unsigned param, const L3B
 /* From l3.c (the C printer outlines the same regions): the loops run as one
  * parallel region from the parallel loop s, and what its body needs from
  * outside.  0: s stays serial. */
-int l3_parallel_plan(const L3Kernel *k, const L3Stmt *s, const L3Stmt **loops, int maxloops, bool *free_vars,
-                     bool *used_bufs);
 
 #define PAR_MAX_LOOPS 8
 

@@ -45,7 +45,7 @@ static void k0_enc_0_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
                     float wv5 = weight[(((((nco0 % 64) + ci3) * 3) + t4) * 3)];
                     /* vectorize */
                     for (int64_t ow6 = 0; ow6 < 255; ow6++) {
-                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(image[((((((nco0 / 64) + (((nco0 % 64) / 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
                     }
                     float wv7 = weight[((((((nco0 % 64) + ci3) * 3) + t4) * 3) + 1)];
                     /* vectorize */
@@ -132,7 +132,7 @@ static void k1_enc_0_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi
                     float wv5 = weight[((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3)];
                     /* vectorize */
                     for (int64_t ow6 = 0; ow6 < 255; ow6++) {
-                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
                     }
                     float wv7 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 1)];
                     /* vectorize */
@@ -200,7 +200,7 @@ static void k2_x_body0(void *arg, int64_t lo, int64_t hi)
         int64_t i2 = f % 128;
         /* vectorize */
         for (int64_t j3 = 0; j3 < 128; j3++) {
-            float m4 = -INFINITY;
+            float m4 = (-INFINITY);
             int64_t r5 = NETC_MAX((i2 * 2), 0);
             int64_t e6 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 256), 256);
             int64_t r7 = NETC_MAX((j3 * 2), 0);
@@ -268,7 +268,7 @@ static void k3_enc_1_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
                     float wv5 = weight[((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3)];
                     /* vectorize */
                     for (int64_t ow6 = 0; ow6 < 127; ow6++) {
-                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(x[(((((((nco0 / 128) * 64) + ((((nco0 % 128) / 128) * 64) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
                     }
                     float wv7 = weight[(((((((nco0 % 128) * 64) + ci3) * 3) + t4) * 3) + 1)];
                     /* vectorize */
@@ -355,7 +355,7 @@ static void k4_enc_1_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi
                     float wv5 = weight[((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3)];
                     /* vectorize */
                     for (int64_t ow6 = 0; ow6 < 127; ow6++) {
-                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
                     }
                     float wv7 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 1)];
                     /* vectorize */
@@ -423,7 +423,7 @@ static void k5_x_1_body0(void *arg, int64_t lo, int64_t hi)
         int64_t i2 = f % 64;
         /* vectorize */
         for (int64_t j3 = 0; j3 < 64; j3++) {
-            float m4 = -INFINITY;
+            float m4 = (-INFINITY);
             int64_t r5 = NETC_MAX((i2 * 2), 0);
             int64_t e6 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 128), 128);
             int64_t r7 = NETC_MAX((j3 * 2), 0);
@@ -490,7 +490,7 @@ static void k6_enc_2_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
                         float wv5 = weight[((((((nco0 % 256) * 128) + ci3) * 3) + t4) * 3)];
                         /* vectorize */
                         for (int64_t ow6 = 0; ow6 < 63; ow6++) {
-                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] = fmaf(x_1[(((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))]);
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] = fmaf(x_1[(((((((nco0 / 256) * 128) + ((((nco0 % 256) / 256) * 128) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))]);
                         }
                         float wv7 = weight[(((((((nco0 % 256) * 128) + ci3) * 3) + t4) * 3) + 1)];
                         /* vectorize */
@@ -577,7 +577,7 @@ static void k7_enc_2_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t hi
                         float wv5 = weight[((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3)];
                         /* vectorize */
                         for (int64_t ow6 = 0; ow6 < 63; ow6++) {
-                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))]);
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))]);
                         }
                         float wv7 = weight[(((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3) + 1)];
                         /* vectorize */
@@ -646,7 +646,7 @@ static void k8_x_2_body0(void *arg, int64_t lo, int64_t hi)
         for (int64_t i2 = 0; i2 < 32; i2++) {
             /* vectorize */
             for (int64_t j3 = 0; j3 < 32; j3++) {
-                float m4 = -INFINITY;
+                float m4 = (-INFINITY);
                 int64_t r5 = NETC_MAX((i2 * 2), 0);
                 int64_t e6 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 64), 64);
                 int64_t r7 = NETC_MAX((j3 * 2), 0);
@@ -714,7 +714,7 @@ static void k9_enc_3_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
                         float wv5 = weight[((((((nco0 % 512) * 256) + ci3) * 3) + t4) * 3)];
                         /* vectorize */
                         for (int64_t ow6 = 0; ow6 < 31; ow6++) {
-                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] = fmaf(x_2[(((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))]);
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] = fmaf(x_2[(((((((nco0 / 512) * 256) + ((((nco0 % 512) / 512) * 256) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))]);
                         }
                         float wv7 = weight[(((((((nco0 % 512) * 256) + ci3) * 3) + t4) * 3) + 1)];
                         /* vectorize */
@@ -801,7 +801,7 @@ static void k10_enc_3_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t h
                         float wv5 = weight[((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3)];
                         /* vectorize */
                         for (int64_t ow6 = 0; ow6 < 31; ow6++) {
-                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))]);
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))]);
                         }
                         float wv7 = weight[(((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3) + 1)];
                         /* vectorize */
@@ -870,7 +870,7 @@ static void k11_x_3_body0(void *arg, int64_t lo, int64_t hi)
         for (int64_t i2 = 0; i2 < 16; i2++) {
             /* vectorize */
             for (int64_t j3 = 0; j3 < 16; j3++) {
-                float m4 = -INFINITY;
+                float m4 = (-INFINITY);
                 int64_t r5 = NETC_MAX((i2 * 2), 0);
                 int64_t e6 = NETC_MIN(NETC_MIN(((i2 * 2) + 2), 32), 32);
                 int64_t r7 = NETC_MAX((j3 * 2), 0);
@@ -938,7 +938,7 @@ static void k12_bottom_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi
                         float wv5 = weight[((((((nco0 % 1024) * 512) + ci3) * 3) + t4) * 3)];
                         /* vectorize */
                         for (int64_t ow6 = 0; ow6 < 15; ow6++) {
-                            acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + (ow6 + 1))] = fmaf(x_3[(((((((nco0 / 1024) * 512) + ((((nco0 % 1024) / 1024) * 512) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + (ow6 + 1))]);
+                            acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + (ow6 + 1))] = fmaf(x_3[(((((((nco0 / 1024) * 512) + ((((nco0 % 1024) / 1024) * 512) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + (ow6 + 1))]);
                         }
                         float wv7 = weight[(((((((nco0 % 1024) * 512) + ci3) * 3) + t4) * 3) + 1)];
                         /* vectorize */
@@ -1025,7 +1025,7 @@ static void k13_bottom_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t 
                         float wv5 = weight[((((((nco0 % 1024) * 1024) + ci3) * 3) + t4) * 3)];
                         /* vectorize */
                         for (int64_t ow6 = 0; ow6 < 15; ow6++) {
-                            acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 1024) * 1024) + ((((nco0 % 1024) / 1024) * 1024) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + (ow6 + 1))]);
+                            acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 1024) * 1024) + ((((nco0 % 1024) / 1024) * 1024) + ci3)) * 16) + ((od1 - 1) + t4)) * 16) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 1024) * 1024) + (nco0 % 1024)) * 16) + od1) * 16) + (ow6 + 1))]);
                         }
                         float wv7 = weight[(((((((nco0 % 1024) * 1024) + ci3) * 3) + t4) * 3) + 1)];
                         /* vectorize */
@@ -1175,7 +1175,7 @@ static void k15_dec_3_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
                         float wv5 = weight[((((((nco0 % 512) * 1024) + ci3) * 3) + t4) * 3)];
                         /* vectorize */
                         for (int64_t ow6 = 0; ow6 < 31; ow6++) {
-                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] = fmaf(((((((nco0 % 512) / 512) * 1024) + ci3) < 512) ? relu[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX(((((nco0 % 512) / 512) * 1024) + ci3), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1)))] : t[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 512) / 512) * 1024) + ci3) - 512), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1)))]), wv5, acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))]);
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] = fmaf(((((((nco0 % 512) / 512) * 1024) + ci3) < 512) ? relu[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX(((((nco0 % 512) / 512) * 1024) + ci3), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1LL)))] : t[(((((((nco0 / 512) * 512) + NETC_MIN(NETC_MAX((((((nco0 % 512) / 512) * 1024) + ci3) - 512), 0), 511)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1LL)))]), wv5, acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))]);
                         }
                         float wv7 = weight[(((((((nco0 % 512) * 1024) + ci3) * 3) + t4) * 3) + 1)];
                         /* vectorize */
@@ -1264,7 +1264,7 @@ static void k16_dec_3_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t h
                         float wv5 = weight[((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3)];
                         /* vectorize */
                         for (int64_t ow6 = 0; ow6 < 31; ow6++) {
-                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))]);
+                            acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 512) * 512) + ((((nco0 % 512) / 512) * 512) + ci3)) * 32) + ((od1 - 1) + t4)) * 32) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 512) * 512) + (nco0 % 512)) * 32) + od1) * 32) + (ow6 + 1))]);
                         }
                         float wv7 = weight[(((((((nco0 % 512) * 512) + ci3) * 3) + t4) * 3) + 1)];
                         /* vectorize */
@@ -1414,7 +1414,7 @@ static void k18_dec_2_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
                         float wv5 = weight[((((((nco0 % 256) * 512) + ci3) * 3) + t4) * 3)];
                         /* vectorize */
                         for (int64_t ow6 = 0; ow6 < 63; ow6++) {
-                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] = fmaf(((((((nco0 % 256) / 256) * 512) + ci3) < 256) ? relu[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 512) + ci3), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1)))] : t[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 512) + ci3) - 256), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1)))]), wv5, acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))]);
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] = fmaf(((((((nco0 % 256) / 256) * 512) + ci3) < 256) ? relu[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX(((((nco0 % 256) / 256) * 512) + ci3), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1LL)))] : t[(((((((nco0 / 256) * 256) + NETC_MIN(NETC_MAX((((((nco0 % 256) / 256) * 512) + ci3) - 256), 0), 255)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1LL)))]), wv5, acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))]);
                         }
                         float wv7 = weight[(((((((nco0 % 256) * 512) + ci3) * 3) + t4) * 3) + 1)];
                         /* vectorize */
@@ -1503,7 +1503,7 @@ static void k19_dec_2_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t h
                         float wv5 = weight[((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3)];
                         /* vectorize */
                         for (int64_t ow6 = 0; ow6 < 63; ow6++) {
-                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))]);
+                            acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 256) * 256) + ((((nco0 % 256) / 256) * 256) + ci3)) * 64) + ((od1 - 1) + t4)) * 64) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 256) * 256) + (nco0 % 256)) * 64) + od1) * 64) + (ow6 + 1))]);
                         }
                         float wv7 = weight[(((((((nco0 % 256) * 256) + ci3) * 3) + t4) * 3) + 1)];
                         /* vectorize */
@@ -1654,7 +1654,7 @@ static void k21_dec_1_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
                     float wv5 = weight[((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3)];
                     /* vectorize */
                     for (int64_t ow6 = 0; ow6 < 127; ow6++) {
-                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))]), wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(((((((nco0 % 128) / 128) * 256) + ci3) < 128) ? relu[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX(((((nco0 % 128) / 128) * 256) + ci3), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1LL)))] : t[(((((((nco0 / 128) * 128) + NETC_MIN(NETC_MAX((((((nco0 % 128) / 128) * 256) + ci3) - 128), 0), 127)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1LL)))]), wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
                     }
                     float wv7 = weight[(((((((nco0 % 128) * 256) + ci3) * 3) + t4) * 3) + 1)];
                     /* vectorize */
@@ -1743,7 +1743,7 @@ static void k22_dec_1_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t h
                     float wv5 = weight[((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3)];
                     /* vectorize */
                     for (int64_t ow6 = 0; ow6 < 127; ow6++) {
-                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
+                        acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 128) * 128) + ((((nco0 % 128) / 128) * 128) + ci3)) * 128) + ((od1 - 1) + t4)) * 128) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 128) * 128) + (nco0 % 128)) * 128) + od1) * 128) + (ow6 + 1))]);
                     }
                     float wv7 = weight[(((((((nco0 % 128) * 128) + ci3) * 3) + t4) * 3) + 1)];
                     /* vectorize */
@@ -1893,7 +1893,7 @@ static void k24_dec_0_conv_bn_relu_conv_body0(void *arg, int64_t lo, int64_t hi)
                     float wv5 = weight[((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3)];
                     /* vectorize */
                     for (int64_t ow6 = 0; ow6 < 255; ow6++) {
-                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))]), wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(((((((nco0 % 64) / 64) * 128) + ci3) < 64) ? relu[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX(((((nco0 % 64) / 64) * 128) + ci3), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1LL)))] : t[(((((((nco0 / 64) * 64) + NETC_MIN(NETC_MAX((((((nco0 % 64) / 64) * 128) + ci3) - 64), 0), 63)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1LL)))]), wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
                     }
                     float wv7 = weight[(((((((nco0 % 64) * 128) + ci3) * 3) + t4) * 3) + 1)];
                     /* vectorize */
@@ -1982,7 +1982,7 @@ static void k25_dec_0_conv_bn_relu_1_conv_body0(void *arg, int64_t lo, int64_t h
                     float wv5 = weight[((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3)];
                     /* vectorize */
                     for (int64_t ow6 = 0; ow6 < 255; ow6++) {
-                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1)))], wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
+                        acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))] = fmaf(relu[(((((((nco0 / 64) * 64) + ((((nco0 % 64) / 64) * 64) + ci3)) * 256) + ((od1 - 1) + t4)) * 256) + ((ow6 + 1) + (-1LL)))], wv5, acc[(((((((nco0 / 64) * 64) + (nco0 % 64)) * 256) + od1) * 256) + (ow6 + 1))]);
                     }
                     float wv7 = weight[(((((((nco0 % 64) * 64) + ci3) * 3) + t4) * 3) + 1)];
                     /* vectorize */
