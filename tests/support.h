@@ -56,5 +56,6 @@ Suite *llvm_suite(void);
 Suite *cuda_suite(void);
 Suite *pool_suite(void);
 Suite *dataset_suite(void);
+Suite *plan_suite(void);
 
 #endif
