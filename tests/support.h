@@ -57,5 +57,7 @@ Suite *cuda_suite(void);
 Suite *pool_suite(void);
 Suite *dataset_suite(void);
 Suite *plan_suite(void);
+Suite *metrics_suite(void);
+Suite *overlay_suite(void);
 
 #endif
