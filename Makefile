@@ -78,8 +78,30 @@ $(BUILD)/libnetc.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/netc: $(BUILD)/obj/main.o $(BUILD)/libnetc.a
+$(BUILD)/netc: $(BUILD)/obj/main.o $(BUILD)/libnetc.a | $(BUILD)/libnetcrt.a $(BUILD)/include/netc_standalone.h
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LIBS)
+
+# The LLVM-free runtime that `netc build` links its standalone executables
+# with (found next to the netc executable): NIfTI I/O, preprocessing, the
+# inference engine, post-processing, PNG overlays, safetensors, the thread
+# pool and the standalone main() (runtime/standalone/).  Built without SAN.
+RT_NAMES := nifti_io dataset ds_geometry ds_cache safetensors pool infer postproc overlay png
+RT_SRC   := $(patsubst %,runtime/%.c,$(RT_NAMES)) runtime/standalone/main.c
+RT_OBJ   := $(patsubst runtime/%.c,$(BUILD)/obj/rt/%.o,$(RT_SRC))
+RT_CFLAGS = $(CSTD) $(WARN) $(OPT) -Iruntime -Icompiler -I/usr/include/cjson -I/usr/include/nifti $(CFLAGS)
+
+$(BUILD)/obj/rt/%.o: runtime/%.c | $(DEPSTAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(RT_CFLAGS) -MMD -c -o $@ $<
+
+$(BUILD)/libnetcrt.a: $(RT_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+	@if nm -u $@ | grep -qi llvm; then echo "$@ references LLVM" >&2; rm -f $@; exit 1; fi
+
+$(BUILD)/include/netc_standalone.h: runtime/standalone/standalone.h
+	@mkdir -p $(dir $@)
+	cp $< $@
 
 $(BUILD)/test_netc: $(TEST_OBJ) $(BUILD)/libnetc.a
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(CHECK_LIBS) $(LIBS)

@@ -56,8 +56,10 @@ Suite *llvm_suite(void);
 Suite *cuda_suite(void);
 Suite *pool_suite(void);
 Suite *dataset_suite(void);
+Suite *infer_suite(void);
 Suite *plan_suite(void);
 Suite *metrics_suite(void);
 Suite *overlay_suite(void);
+Suite *build_suite(void);
 
 #endif

@@ -37,9 +37,11 @@ int main(void)
     srunner_add_suite(sr, cuda_suite());
     srunner_add_suite(sr, pool_suite());
     srunner_add_suite(sr, dataset_suite());
+    srunner_add_suite(sr, infer_suite());
     srunner_add_suite(sr, plan_suite());
     srunner_add_suite(sr, metrics_suite());
     srunner_add_suite(sr, overlay_suite());
+    srunner_add_suite(sr, build_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
