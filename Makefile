@@ -131,6 +131,12 @@ test-valgrind: $(BUILD)/netc $(BUILD)/test_netc
 	CK_FORK=no valgrind --leak-check=full --error-exitcode=9 -q $(BUILD)/test_netc
 	valgrind --leak-check=full --error-exitcode=9 -q $(BUILD)/netc check netdefs/voxresnet.net --train >/dev/null
 	valgrind --leak-check=full --error-exitcode=9 -q $(BUILD)/netc graph netdefs/unet3d.net --json >/dev/null
+	bash scripts/fetch_colin27.sh
+	valgrind --leak-check=full --error-exitcode=9 -q $(BUILD)/netc plan build/data/Colin27Tiny -o $(BUILD)/vg_plan.net >/dev/null
+	valgrind --leak-check=full --error-exitcode=9 -q $(BUILD)/netc eval build/data/Colin27Tiny/labelsTr \
+	    build/data/Colin27Tiny/labelsTr >/dev/null
+	valgrind --leak-check=full --error-exitcode=9 -q $(BUILD)/netc overlay build/data/Colin27Tiny/imagesTs/tiny_slab_0000.nii.gz \
+	    build/data/Colin27Tiny/labelsTs/tiny_slab.nii.gz --montage 3 -o $(BUILD)/vg_overlay.png
 
 # ---- demo --------------------------------------------------------------
 # The committed generated code (generated/README.md); tests/cli_test.sh
