@@ -493,6 +493,7 @@ static int cmd_emit(int argc, char **argv)
 
 static const char *usage_train =
     "usage: netc train FILE --data DIR [--out RUN] [--resume] [--backend llvm|c]\n"
+    "                  [--fold K|all] [--init WEIGHTS] [--no-prefetch]\n"
     "                  [--protocol NAME] [--net NAME] [-D KEY=VALUE ...] [-q]\n"
     "\n"
     "Trains the net on a dataset in nnU-Net's raw format (dataset.json, imagesTr/,\n"
@@ -503,7 +504,17 @@ static const char *usage_train =
     "model_last.safetensors (weights, for netc run --weights), log.csv and\n"
     "curves.svg.  --resume continues from the last checkpoint: with the same\n"
     "seed the run is the one that was never interrupted.  At the end, the\n"
-    "held-out cases are segmented and their Dice printed.\n";
+    "held-out cases are segmented and their Dice printed.\n"
+    "\n"
+    "  --fold K|all     validate on fold K (0..4) of a 5-fold split of the training\n"
+    "                   cases (RUN/splits_final.json), or train on all of them and\n"
+    "                   validate on imagesTs + labelsTs; default: 0 with at least\n"
+    "                   5 training cases, else all.  Each epoch logs the validation\n"
+    "                   pseudo-Dice and its EMA; the best EMA is saved as\n"
+    "                   checkpoint_best / model_best.safetensors\n"
+    "  --init WEIGHTS   start from pretrained weights (safetensors; tensors whose\n"
+    "                   name and shape match are loaded; the train block's init)\n"
+    "  --no-prefetch    make each batch in the training thread (same results)\n";
 
 static Graph *compile_for(const Options *o, Override *ov, bool train, Program **pp, Diag *d, Protocol **pr,
                           TrainSpec **ts)
@@ -520,8 +531,37 @@ static Graph *compile_for(const Options *o, Override *ov, bool train, Program **
 
 static int cmd_train(int argc, char **argv)
 {
+    /* train's own options, taken out before the common parser */
+    const char *fold = NULL, *init = NULL;
+    bool no_prefetch = false;
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    if (!rest) return 1;
+    int nrest = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--fold") == 0 || strcmp(argv[i], "--init") == 0) {
+            if (i + 1 >= argc) {
+                free(rest);
+                return usage_error("train", "%s needs a value", argv[i]);
+            }
+            if (argv[i][2] == 'f') fold = argv[++i];
+            else init = argv[++i];
+        } else if (strcmp(argv[i], "--no-prefetch") == 0) {
+            no_prefetch = true;
+        } else {
+            rest[nrest++] = argv[i];
+        }
+    }
+    int fold_k = -1;
+    if (fold && strcmp(fold, "all") != 0) {
+        if (!(fold[0] >= '0' && fold[0] <= '4' && fold[1] == 0)) {
+            free(rest);
+            return usage_error("train", "--fold takes 0 .. 4 or all, not `%s`", fold);
+        }
+        fold_k = fold[0] - '0';
+    }
     Options o;
-    int rc = parse_options("train", argc, argv, &o, usage_train);
+    int rc = parse_options("train", nrest, rest, &o, usage_train);
+    free(rest);
     if (rc == 0 && !o.data) rc = usage_error("train", "%s", "--data DIR is required (a dataset in nnU-Net's raw format)");
     if (rc == 0 && o.backend && strcmp(o.backend, "llvm") != 0 && strcmp(o.backend, "c") != 0)
         rc = usage_error("train", "unknown backend `%s`; use llvm or c", o.backend);
@@ -546,7 +586,8 @@ static int cmd_train(int argc, char **argv)
             status = 1;
         } else {
             TrainDataOptions to = { .data_dir = o.data, .run_dir = o.out ? o.out : "run", .backend = o.backend,
-                                    .resume = o.resume, .quiet = o.quiet };
+                                    .resume = o.resume, .quiet = o.quiet, .fold_set = fold != NULL,
+                                    .fold = fold_k, .init = init, .no_prefetch = no_prefetch };
             TrainDataResult r;
             char err[4096];
             if (train_on_dataset(step, inf, ts, pr, &to, &r, err, sizeof err) != 0) {
@@ -555,6 +596,11 @@ static int cmd_train(int argc, char **argv)
             } else {
                 printf("trained %lld steps in %.1f s (%.2f steps/s), loss %.4f -> %.4f\n", r.steps, r.train_seconds,
                        r.steps_per_second, r.first_loss, r.last_loss);
+                printf("batches: the training loop waited %.2f s for them (%s)\n", r.data_seconds,
+                       no_prefetch ? "made in the training thread" : "prefetched by a worker thread");
+                if (!isnan(r.best_ema))
+                    printf("validation: best EMA pseudo-Dice %.4f at epoch %lld (model_best.safetensors)\n", r.best_ema,
+                           r.best_epoch + 1);
                 if (isnan(r.heldout_dice)) printf("no held-out cases with labels (imagesTs + labelsTs)\n");
                 else {
                     for (int k = 1; k < r.nclasses && k < 16; k++)
