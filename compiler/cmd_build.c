@@ -29,7 +29,7 @@
 #include "lower.h"
 #include "util.h"
 
-#define NETC_BUILD_VERSION "0.1.0"   /* keep in step with NETC_VERSION in compiler/main.c */
+#include "version.h"
 
 static const char *usage_build =
     "usage: netc build FILE --weights W.safetensors [-o BIN] [--bundle DIR [--name NAME]]\n"
@@ -339,7 +339,7 @@ static int build(const BuildOptions *o, const Graph *g, const Protocol *pr, char
     memset(&b, 0, sizeof b);
     sanitize_name(o->name ? o->name : g->net_name, b.name, sizeof b.name);
     b.source = o->file;
-    b.version = NETC_BUILD_VERSION;
+    b.version = NETC_VERSION;
     FusionPlan *fp = fuse_graph(g, false);
     MemPlan *mp = fp ? memplan(g, fp) : NULL;
     L3Module *m = NULL;

@@ -28,7 +28,7 @@
 #include "memplan.h"
 #include "util.h"
 
-#define NETC_VERSION "0.1.0"
+#include "version.h"
 
 static const char *usage_main =
     "netc " NETC_VERSION " — a compiler for medical image segmentation networks\n"
