@@ -62,6 +62,7 @@ $(BUILD)/obj/parser.o: $(BUILD)/gen/parser.c
 	$(CC) $(CFLAGS_ALL) -MMD -c -o $@ $<
 
 $(BUILD)/obj/l3_llvm.o: CFLAGS_ALL += -isystem $(shell $(LLVM_CONFIG) --includedir)
+$(BUILD)/obj/l3_llvm_jit.o: CFLAGS_ALL += -isystem $(shell $(LLVM_CONFIG) --includedir)
 
 $(BUILD)/obj/%.o: compiler/%.c $(BUILD)/gen/parser.h | $(DEPSTAMP)
 	@mkdir -p $(dir $@)
