@@ -57,12 +57,14 @@ PY
 
 # whole scans: the same as netc infer with the same options (when netc infer exists)
 if "$NETC" infer --help 2>/dev/null | grep -q "usage: netc infer"; then
-    for opts in "" "--no-tta --step 0.7"; do
+    for opts in "" "--no-tta --step 0.7" "--no-tta --largest-component class --connectivity 26"; do
         expect 0 "standalone on a scan $opts" -- "$tmp/seg" "$tmp/big.nii" "$tmp/c.nii" -q --threads 2 $opts
         expect 0 "netc infer $opts" -- "$NETC" infer netdefs/unet2d.net "${small[@]}" --weights "$tmp/w.safetensors" \
             --input "$tmp/big.nii" --output "$tmp/d.nii" -q $opts
         cmp -s "$tmp/c.nii" "$tmp/d.nii" && ok || bad "the standalone binary and netc infer $opts differ"
     done
+    expect 2 "standalone: a bad --largest-component" -- "$tmp/seg" "$tmp/big.nii" "$tmp/c.nii" --largest-component biggest
+    contains "standalone: a bad --largest-component" "all or class"
 else
     echo "note: netc infer is not available; the whole-scan comparison is skipped"
 fi

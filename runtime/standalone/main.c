@@ -6,7 +6,8 @@
  * kernels (entry netc_sa_forward), the glue defining netc_sa_info
  * (standalone.h) and the embedded weights.  No compiler, no libLLVM.
  *
- *   BIN in.nii.gz [more channels...] out.nii.gz [--threads N] [--no-tta] [--step S] [-q]
+ *   BIN in.nii.gz [more channels...] out.nii.gz [--threads N] [--no-tta] [--step S]
+ *       [--largest-component all|class] [--connectivity 6|26] [-q]
  *
  * Exit status: 0 written, 1 bad input or failure, 2 bad command line.
  */
@@ -108,7 +109,8 @@ static int sa_forward(void *ctx, int n, const float *in, float *out, char *err, 
 static void print_usage(FILE *f, const char *prog)
 {
     fprintf(f,
-            "usage: %s IN.nii.gz [IN_CHANNEL2.nii.gz ...] OUT.nii.gz [--threads N] [--no-tta] [--step S] [-q]\n"
+            "usage: %s IN.nii.gz [IN_CHANNEL2.nii.gz ...] OUT.nii.gz [--threads N] [--no-tta] [--step S]\n"
+            "       [--largest-component all|class] [--connectivity 6|26] [-q]\n"
             "\n"
             "Segments a whole scan: one 3D NIfTI file per channel, in protocol order; writes\n"
             "OUT as uint8 labels on the first input's grid (written atomically).  The scan is\n"
@@ -119,6 +121,10 @@ static void print_usage(FILE *f, const char *prog)
             "  --threads N   threads (default: NETC_THREADS, else every CPU)\n"
             "  --no-tta      no test-time mirroring\n"
             "  --step S      window step as a fraction of the patch, 0 < S <= 1 (0.5)\n"
+            "  --largest-component all|class\n"
+            "                keep only the largest connected component of all foreground, or\n"
+            "                of each class (as netc infer; default: keep everything)\n"
+            "  --connectivity 6|26  neighbours for --largest-component (default 6)\n"
             "  -q            no progress bar, no `wrote` line\n"
             "\n"
             "Exit status: 0 written, 1 bad input or failure, 2 bad command line.\n",
@@ -199,7 +205,7 @@ int main(int argc, char **argv)
     const char *prog = argc > 0 ? argv[0] : "netc-standalone";
     char **files = calloc((size_t)argc + 1, sizeof *files);
     if (!files) { fprintf(stderr, "%s: out of memory\n", prog); return 1; }
-    int nfiles = 0, threads = 0, tta = 1, quiet = 0;
+    int nfiles = 0, threads = 0, tta = 1, quiet = 0, largest = 0, connectivity = 6;
     double step = 0.5;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -223,6 +229,23 @@ int main(int argc, char **argv)
             if (bad) {
                 fprintf(stderr, "%s: %s takes %s, not `%s`\n", prog, a,
                         a[2] == 't' ? "a whole number 1 .. 1024" : "a fraction 0 < S <= 1", v ? v : "(nothing)");
+                print_usage(stderr, prog);
+                free(files);
+                return 2;
+            }
+        } else if (strcmp(a, "--largest-component") == 0 || strcmp(a, "--connectivity") == 0) {
+            const char *v = i + 1 < argc ? argv[++i] : NULL;
+            int bad = !v;
+            if (!bad && a[2] == 'l') {
+                largest = strcmp(v, "all") == 0 ? 1 : strcmp(v, "class") == 0 ? 2 : 0;
+                bad = largest == 0;
+            } else if (!bad) {
+                connectivity = strcmp(v, "6") == 0 ? 6 : strcmp(v, "26") == 0 ? 26 : 0;
+                bad = connectivity == 0;
+            }
+            if (bad) {
+                fprintf(stderr, "%s: %s takes %s, not `%s`\n", prog, a, a[2] == 'l' ? "all or class" : "6 or 26",
+                        v ? v : "(nothing)");
                 print_usage(stderr, prog);
                 free(files);
                 return 2;
@@ -287,8 +310,8 @@ int main(int argc, char **argv)
         }
     }
     o.stats = have_stats ? stats : NULL;
-    o.largest_component = 0;
-    o.connectivity = 6;
+    o.largest_component = largest;
+    o.connectivity = connectivity;
 
     SaNet s;
     int rc = 1;
