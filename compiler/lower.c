@@ -377,180 +377,10 @@ static bool lower_pad(Lo *L)
 
 /* ---- convolution --------------------------------------------------------------------------------- */
 
-/* The tensor a row-schedule convolution accumulates in: its own output,
- * or (fused) the first tensor of the kernel stored with the anchor's shape.
- * -1 if there is none (then the per-element schedule is used). */
-int conv_accumulator(Lo *L)
-{
-    int out = L->n->out;
-    if (!L->fp) return out;
-    if (L->fp->materialized[out]) return out;
-    for (int i = 0; i < L->kern->nouts; i++) {
-        int t = L->kern->outs[i], p = L->g->tensors[t].producer;
-        if (p >= 0 && L->in_kern[p] && shape_equal(&L->g->tensors[t].shape, tshape(L, out)) &&
-            !(L->fp->inlined && L->fp->inlined[p]))
-            return t;
-    }
-    return -1;
-}
-
-/* Convolution, row schedule: for each (n, co) plane and each output row,
- * the row starts at the bias and accumulates x * w over input channels and
- * taps with the innermost loop running along the row, over exactly the
- * outputs whose input position is inside the image (the last axis's taps
- * are unrolled, so every bound is a constant): a contiguous, vectorizable
- * multiply-add with no bounds tests.  The row lives in the kernel's output
- * buffer; the epilogue then runs over it.  The (n, co) planes are the
- * parallel axis. */
-static bool lower_conv_rows(Lo *L, int acc_t)
-{
-    const OpAttrs *at = &L->n->at;
-    const Shape *os = tshape(L, L->n->out), *is = tshape(L, L->n->in[0]);
-    int sr = os->rank - 2, last = sr - 1;
-    int w = param_buf(L, 0, false), bb = at->bias ? param_buf(L, 1, false) : -1;
-    int ab = buf(L, acc_t, true, "acc");
-    int64_t G = at->groups > 0 ? at->groups : 1, cpg = is->d[1] / G, opg = os->d[1] / G;
-    int64_t OW = os->d[2 + last], IW = is->d[2 + last], s = at->stride[last], dl = at->dilation[last], lo = at->pad.lo[last];
-    Shape ws = L->g->tensors[L->g->params[L->n->params[0]].tensor].shape;
-    int pv;
-    L3Block *b = loop(L, &L->k->body, "nco", os->d[0] * os->d[1], &pv, L3_PARALLEL);
-    L3Expr *c[MAX_RANK];
-    c[0] = dv(L, V(L, pv), I(L, os->d[1]));
-    c[1] = bin(L, L3_MOD, V(L, pv), I(L, os->d[1]));
-    for (int i = 0; i < last; i++) {   /* the rows */
-        int v;
-        b = loop(L, b, i == 0 ? "od" : "oh", os->d[2 + i], &v, 0);
-        c[2 + i] = V(L, v);
-    }
-    int ov;
-    L3Block *init = loop(L, b, "ow", OW, &ov, L3_VECTORIZE);
-    c[2 + last] = V(L, ov);
-    l3_store(L->m, init, ab, lin(L, os, c), bb >= 0 ? load(L, bb, c[1]) : F(L, 0), false);
-    int ci;
-    L3Block *body = loop(L, b, "ci", cpg, &ci, 0);
-    L3Expr *ic[MAX_RANK], *wc[MAX_RANK];
-    ic[0] = c[0];
-    ic[1] = add(L, mul(L, dv(L, c[1], I(L, opg)), I(L, cpg)), V(L, ci));
-    wc[0] = c[1];
-    wc[1] = V(L, ci);
-    for (int i = 0; i < last; i++) {   /* taps of the row axes: bounds tested once per row */
-        int tv;
-        body = loop(L, body, "t", at->kernel[i], &tv, 0);
-        wc[2 + i] = V(L, tv);
-        L3Expr *p = add(L, sub(L, mul(L, c[2 + i], I(L, at->stride[i])), I(L, at->pad.lo[i])),
-                        mul(L, V(L, tv), I(L, at->dilation[i])));
-        ic[2 + i] = p;
-        body = &l3_if(L->m, body, bin(L, L3_AND, bin(L, L3_LE, I(L, 0), p), bin(L, L3_LT, p, I(L, is->d[2 + i]))))->body;
-    }
-    for (int64_t kw = 0; kw < at->kernel[last]; kw++) {
-        /* outputs ow with 0 <= ow*s - lo + kw*dl < IW */
-        int64_t off = kw * dl - lo, o0 = 0, o1 = OW;
-        while (o0 < OW && o0 * s + off < 0) o0++;
-        while (o1 > o0 && (o1 - 1) * s + off >= IW) o1--;
-        if (o1 <= o0) continue;
-        wc[2 + last] = I(L, kw);
-        int wv = l3_var(L->m, L->k, "wv", L3_F32, false);
-        l3_local(L->m, body, wv, load(L, w, lin(L, &ws, wc)));
-        int v;
-        L3Block *row = loop(L, body, "ow", o1 - o0, &v, L3_VECTORIZE);
-        L3Expr *owe = add(L, V(L, v), I(L, o0));
-        ic[2 + last] = add(L, mul(L, owe, I(L, s)), I(L, off));
-        L3Expr *oc[MAX_RANK];
-        for (int i = 0; i < os->rank; i++) oc[i] = c[i];
-        oc[2 + last] = owe;
-        L3Expr *oi = lin(L, os, oc);
-        l3_store(L->m, row, ab, oi, l3_fma(L->m, val(L, L->n->in[0], ic), V(L, wv), load(L, ab, oi)), false);
-    }
-    /* the epilogue over the finished row */
-    L3Block *fin = loop(L, b, "ow", OW, &ov, L3_VECTORIZE);
-    c[2 + last] = V(L, ov);
-    int r = l3_var(L->m, L->k, "y", L3_F32, false);
-    l3_local(L->m, fin, r, load(L, ab, lin(L, os, c)));
-    emit(L, fin, c, V(L, r));
-    return true;
-}
-
-/* Transposed convolution, row schedule (upconv forward, and a
- * convolution's input gradient): destination position p receives source
- * position q through tap t when p = q*s + t*dil - lo, with the weight
- * w[source channel][destination channel in group][t...].  Per destination
- * (n, c) plane and row: the row starts at the bias (or 0), every source
- * channel and row tap with an integral, in-range source row adds its row
- * (last axis's taps unrolled over exactly the valid positions, so the
- * innermost loop runs with constant bounds), then the epilogue runs over the
- * row.  The planes are the parallel axis. */
-bool lower_transposed_rows(Lo *L, int src_t, int w_tensor, int bias_buf, int acc_t)
-{
-    const OpAttrs *at = L->n->op == OP_GRAD ? &L->g->nodes[L->n->at.grad_node].at : &L->n->at;
-    const Shape *ds = tshape(L, L->n->out), *ss = tshape(L, src_t), *ws = tshape(L, w_tensor);
-    int sr = ds->rank - 2, last = sr - 1;
-    int w = buf(L, w_tensor, false, "weight"), ab = buf(L, acc_t, true, "acc");
-    int64_t G = at->groups > 0 ? at->groups : 1, dpg = ds->d[1] / G, spg = ss->d[1] / G;
-    int pv;
-    L3Block *b = loop(L, &L->k->body, "nc", ds->d[0] * ds->d[1], &pv, L3_PARALLEL);
-    L3Expr *c[MAX_RANK];
-    c[0] = dv(L, V(L, pv), I(L, ds->d[1]));
-    c[1] = bin(L, L3_MOD, V(L, pv), I(L, ds->d[1]));
-    for (int i = 0; i < last; i++) {
-        int v;
-        b = loop(L, b, i == 0 ? "pd" : "ph", ds->d[2 + i], &v, 0);
-        c[2 + i] = V(L, v);
-    }
-    int lv;
-    L3Block *init = loop(L, b, "pw", ds->d[2 + last], &lv, L3_VECTORIZE);
-    c[2 + last] = V(L, lv);
-    l3_store(L->m, init, ab, lin(L, ds, c), bias_buf >= 0 ? load(L, bias_buf, c[1]) : F(L, 0), false);
-    L3Expr *grp = dv(L, c[1], I(L, dpg));
-    int jv;
-    L3Block *body = loop(L, b, "cs", spg, &jv, 0);
-    L3Expr *sc[MAX_RANK], *wc[MAX_RANK];
-    sc[0] = c[0];
-    sc[1] = add(L, mul(L, grp, I(L, spg)), V(L, jv));
-    wc[0] = sc[1];
-    wc[1] = sub(L, c[1], mul(L, grp, I(L, dpg)));
-    for (int i = 0; i < last; i++) {
-        int tv;
-        body = loop(L, body, "t", at->kernel[i], &tv, 0);
-        wc[2 + i] = V(L, tv);
-        int64_t st = at->stride[i];
-        L3Expr *q = sub(L, add(L, c[2 + i], I(L, at->pad.lo[i])), mul(L, V(L, tv), I(L, at->dilation[i])));
-        L3Expr *ok = bin(L, L3_LE, I(L, 0), q);
-        if (st != 1) ok = bin(L, L3_AND, ok, bin(L, L3_EQ, bin(L, L3_MOD, q, I(L, st)), I(L, 0)));
-        ok = bin(L, L3_AND, ok, bin(L, L3_LT, q, I(L, st * ss->d[2 + i])));
-        body = &l3_if(L->m, body, ok)->body;
-        sc[2 + i] = dv(L, q, I(L, st));
-    }
-    int64_t Dw = ds->d[2 + last], Sw = ss->d[2 + last], st = at->stride[last], dl = at->dilation[last], lo = at->pad.lo[last];
-    for (int64_t t = 0; t < at->kernel[last]; t++) {
-        /* source q with 0 <= q*s + t*dl - lo < Dw */
-        int64_t off = t * dl - lo, q0 = 0, q1 = Sw;
-        while (q0 < Sw && q0 * st + off < 0) q0++;
-        while (q1 > q0 && (q1 - 1) * st + off >= Dw) q1--;
-        if (q1 <= q0) continue;
-        wc[2 + last] = I(L, t);
-        int wv = l3_var(L->m, L->k, "wv", L3_F32, false);
-        l3_local(L->m, body, wv, load(L, w, lin(L, ws, wc)));
-        int v;
-        L3Block *row = loop(L, body, "q", q1 - q0, &v, L3_VECTORIZE);
-        L3Expr *qe = add(L, V(L, v), I(L, q0));
-        sc[2 + last] = qe;
-        L3Expr *dc[MAX_RANK];
-        for (int i = 0; i < ds->rank; i++) dc[i] = c[i];
-        dc[2 + last] = add(L, mul(L, qe, I(L, st)), I(L, off));
-        L3Expr *di = lin(L, ds, dc);
-        l3_store(L->m, row, ab, di, l3_fma(L->m, val(L, src_t, sc), V(L, wv), load(L, ab, di)), false);
-    }
-    L3Block *fin = loop(L, b, "pw", Dw, &lv, L3_VECTORIZE);
-    c[2 + last] = V(L, lv);
-    int r = l3_var(L->m, L->k, "y", L3_F32, false);
-    l3_local(L->m, fin, r, load(L, ab, lin(L, ds, c)));
-    emit(L, fin, c, V(L, r));
-    return true;
-}
-
 static bool lower_conv(Lo *L)
 {
     if (!getenv("NETC_CONV_ELEMENTWISE")) {
+        if (!getenv("NETC_CONV_ROWS") && lower_conv_tiled(L)) return true;
         int acc = conv_accumulator(L);
         if (acc >= 0) return lower_conv_rows(L, acc);
     }
@@ -602,6 +432,7 @@ static bool lower_conv(Lo *L)
 static bool lower_upconv(Lo *L)
 {
     if (!getenv("NETC_CONV_ELEMENTWISE")) {
+        if (!getenv("NETC_CONV_ROWS") && lower_upconv_tiled(L)) return true;
         int acc = conv_accumulator(L);
         if (acc >= 0)
             return lower_transposed_rows(L, L->n->in[0], L->g->params[L->n->params[0]].tensor,
@@ -787,20 +618,37 @@ static bool lower_norm(Lo *L, bool batch)
     int iv;
     if (stats) {
         int64_t count = batch ? N * sp : sp;
+        /* blocked sums (sum_loops: a partial per n, per plane, per row), so
+         * the float rounding grows with the extents, not with N x space */
+        int64_t ext[MAX_RANK + 1];
+        const char *nms[MAX_RANK + 1];
+        unsigned ann[MAX_RANK + 1];
+        int sv[MAX_RANK + 1];
+        int nl = sum_levels(is, batch, ext, nms, ann);
+        #define SIDX add(L, mul(L, add(L, mul(L, batch ? V(L, sv[0]) : V(L, nv), I(L, C)), V(L, cv)), I(L, sp)), \
+                         sum_spatial(L, is, batch, sv))
         l3_local(L->m, outer, mean, F(L, 0));
-        L3Block *sb = outer;
-        int nn = nv;
-        if (batch) sb = loop(L, outer, "n", N, &nn, 0);
-        L3Block *ib = loop(L, sb, "i", sp, &iv, L3_VECTORIZE);
-        l3_assign(L->m, ib, mean, add(L, V(L, mean), valf(L, L->n->in[0], BASE(V(L, nn)))));
+        int a[SUM_MAX_ACC] = { mean };
+        L3Block *ib = sum_loops(L, outer, nl, ext, nms, ann, sv, 1, a);
+        l3_assign(L->m, ib, a[0], add(L, V(L, a[0]), valf(L, L->n->in[0], SIDX)));
         l3_assign(L->m, outer, mean, dv(L, V(L, mean), F(L, (double)count)));
+        /* the second pass also sums the deviations, which corrects the mean
+         * and the variance for the first pass's rounding (the corrected
+         * two-pass algorithm; lower_grad.c grad_norm does the same) */
         l3_local(L->m, outer, var, F(L, 0));
-        sb = outer;
-        if (batch) sb = loop(L, outer, "n", N, &nn, 0);
-        ib = loop(L, sb, "i", sp, &iv, L3_VECTORIZE);
-        L3Expr *d = sub(L, valf(L, L->n->in[0], BASE(V(L, nn))), V(L, mean));
-        l3_assign(L->m, ib, var, l3_fma(L->m, d, d, V(L, var)));
-        l3_assign(L->m, outer, var, dv(L, V(L, var), F(L, (double)count)));
+        int dev = l3_var(L->m, L->k, "dev", L3_F32, false);
+        l3_local(L->m, outer, dev, F(L, 0));
+        a[0] = var, a[1] = dev;
+        ib = sum_loops(L, outer, nl, ext, nms, ann, sv, 2, a);
+        int dvar = l3_var(L->m, L->k, "d", L3_F32, false);
+        l3_local(L->m, ib, dvar, sub(L, valf(L, L->n->in[0], SIDX), V(L, mean)));
+        l3_assign(L->m, ib, a[0], l3_fma(L->m, V(L, dvar), V(L, dvar), V(L, a[0])));
+        l3_assign(L->m, ib, a[1], add(L, V(L, a[1]), V(L, dvar)));
+        l3_assign(L->m, outer, dev, dv(L, V(L, dev), F(L, (double)count)));
+        l3_assign(L->m, outer, var, l3_fma(L->m, l3_un(L->m, L3_NEG, V(L, dev)), V(L, dev),
+                                          dv(L, V(L, var), F(L, (double)count))));
+        l3_assign(L->m, outer, mean, add(L, V(L, mean), V(L, dev)));
+        #undef SIDX
         if (batch) {
             double mo = at->momentum;
             l3_store(L->m, outer, rm, V(L, cv), add(L, mul(L, F(L, 1 - mo), load(L, rm, V(L, cv))), mul(L, F(L, mo), V(L, mean))), false);

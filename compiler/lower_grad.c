@@ -37,15 +37,19 @@ static bool grad_pointwise(Lo *L, char *err, size_t errlen)
         L3Block *b = loop(L, &L->k->body, "c", w_rows, &cv, L3_PARALLEL);
         int acc = local(L, b, "acc", L3_F32, F(L, 0));
         L3Expr *c[MAX_RANK];
-        L3Block *in = b;
+        int64_t ext[MAX_RANK];   /* blocked over the summed axes (sum_loops) */
+        const char *nms[MAX_RANK];
+        unsigned ann[MAX_RANK];
+        int rv[MAX_RANK], ax[MAX_RANK], nr = 0;
         for (int i = 0; i < xs->rank; i++) {
             if (i == 1 && !at->shared) { c[1] = V(L, cv); continue; }
-            int v;
-            in = loop(L, in, "i", xs->d[i], &v, i == xs->rank - 1 ? L3_VECTORIZE : 0);
-            c[i] = V(L, v);
+            ext[nr] = xs->d[i], nms[nr] = "i", ann[nr] = i == xs->rank - 1 ? L3_VECTORIZE : 0, ax[nr++] = i;
         }
+        int a[SUM_MAX_ACC] = { acc };
+        L3Block *in = sum_loops(L, b, nr, ext, nms, ann, rv, 1, a);
+        for (int q = 0; q < nr; q++) c[ax[q]] = V(L, rv[q]);
         L3Expr *xi = val(L, t_x(L, 0), c);
-        accum(L, in, acc, sel(L, lt(L, xi, F(L, 0)), mul(L, val(L, t_dy(L), c), xi), F(L, 0)));
+        accum(L, in, a[0], sel(L, lt(L, xi, F(L, 0)), mul(L, val(L, t_dy(L), c), xi), F(L, 0)));
         emitf(L, b, V(L, cv), V(L, acc));
         return true;
     }
@@ -110,18 +114,22 @@ static bool grad_add_mul(Lo *L)
     L3Expr *c[MAX_RANK], *oc[MAX_RANK];
     L3Block *b = loops_over(L, &L->k->body, js, c);
     int acc = local(L, b, "acc", L3_F32, F(L, 0));
-    L3Block *in = b;
+    /* the reduced axes: blocked (sum_loops) */
+    int64_t ext[MAX_RANK];
+    const char *nms[MAX_RANK];
+    int rv[MAX_RANK], ax[MAX_RANK], nr = 0;
     for (int i = 0; i < os->rank; i++) {
         bool red = js->rank == 0 || (js->d[i] == 1 && os->d[i] != 1);
         if (!red) { oc[i] = c[i]; continue; }
-        int v;
-        in = loop(L, in, "r", os->d[i], &v, 0);
-        oc[i] = V(L, v);
+        ext[nr] = os->d[i], nms[nr] = "r", ax[nr++] = i;
     }
+    int a[SUM_MAX_ACC] = { acc };
+    L3Block *in = sum_loops(L, b, nr, ext, nms, NULL, rv, 1, a);
+    for (int q = 0; q < nr; q++) oc[ax[q]] = V(L, rv[q]);
     L3Expr *d = val(L, t_dy(L), oc);
     for (int i = 0; i < f->nin; i++)
         if (f->op == OP_MUL && i != j) d = mul(L, d, val(L, t_x(L, i), bcoords(L, tshape(L, t_x(L, i)), os, oc)));
-    accum(L, in, acc, d);
+    accum(L, in, a[0], d);
     if (js->rank == 0) emitf(L, b, I(L, 0), V(L, acc));
     else emit(L, b, c, V(L, acc));
     return true;
@@ -181,8 +189,9 @@ static bool grad_movement(Lo *L)
  * exactly the in-image positions of the last axis, kept in LANES
  * independent accumulators (the innermost statements are LANES unrolled
  * multiply-adds on consecutive positions, which vectorizers turn into one
- * vector FMA) and added up at the end.  The order of the sum differs from the
- * reference's; the tolerance covers it. */
+ * vector FMA), blocked per n and per plane (each lane's partial sum added
+ * into the level above after each loop) and added pairwise at the end.  The
+ * order of the sum differs from the reference's; the tolerance covers it. */
 #define LANES 8
 static bool conv_weight_grad_lanes(Lo *L, int dy, int x, const Shape *ws)
 {
@@ -210,15 +219,33 @@ static bool conv_weight_grad_lanes(Lo *L, int dy, int x, const Shape *ws)
         int acc[LANES];
         for (int j = 0; j < LANES; j++) acc[j] = local(L, tb, "acc", L3_F32, F(L, 0));
         if (o1 > o0) {
+            /* blocked: partial lanes per n and (3D) per plane, so the float
+             * rounding grows with the extents, not their product.  A partial
+             * per row (or per block of rows) measured 1.8x slower on 128- and
+             * 256-wide rows (the vectorized row loses its speed), so a 2D
+             * lane sums one image (H x W / 8 terms) before it is added up */
+            int cur[LANES];
+            for (int j = 0; j < LANES; j++) cur[j] = acc[j];
             int nv;
             L3Block *body = loop(L, tb, "n", os->d[0], &nv, 0);
+            int64_t outer = os->d[0];
             L3Expr *xc[MAX_RANK], *oc[MAX_RANK];
             xc[0] = oc[0] = V(L, nv);
             oc[1] = wc[0];
             xc[1] = add(L, mul(L, dv(L, wc[0], I(L, opg)), I(L, cpg)), wc[1]);
             for (int i = 0; i < last; i++) {
-                int ov;
-                body = loop(L, body, "o", os->d[2 + i], &ov, 0);
+                int ov, part[LANES];
+                bool split = outer > 1;
+                if (split)
+                    for (int j = 0; j < LANES; j++) part[j] = local(L, body, "part", L3_F32, F(L, 0));
+                L3Block *ob = loop(L, body, "o", os->d[2 + i], &ov, 0);
+                if (split)
+                    for (int j = 0; j < LANES; j++) {
+                        accum(L, body, cur[j], V(L, part[j]));
+                        cur[j] = part[j];
+                    }
+                body = ob;
+                outer = os->d[2 + i];
                 oc[2 + i] = V(L, ov);
                 L3Expr *p = add(L, sub(L, mul(L, V(L, ov), I(L, at->stride[i])), I(L, at->pad.lo[i])),
                                 mul(L, wc[2 + i], I(L, at->dilation[i])));
@@ -226,6 +253,7 @@ static bool conv_weight_grad_lanes(Lo *L, int dy, int x, const Shape *ws)
                 xc[2 + i] = p;
             }
             int64_t len = o1 - o0, nb = len / LANES, rest = len % LANES;
+            int *row = cur;
             if (nb > 0) {
                 int vv;
                 L3Block *vb = loop(L, body, "v", nb, &vv, 0);
@@ -233,18 +261,21 @@ static bool conv_weight_grad_lanes(Lo *L, int dy, int x, const Shape *ws)
                     L3Expr *ow = add(L, mul(L, V(L, vv), I(L, LANES)), I(L, o0 + j));
                     oc[2 + last] = ow;
                     xc[2 + last] = add(L, mul(L, ow, I(L, st)), I(L, off));
-                    set(L, vb, acc[j], l3_fma(L->m, val(L, dy, oc), val(L, x, xc), V(L, acc[j])));
+                    set(L, vb, row[j], l3_fma(L->m, val(L, dy, oc), val(L, x, xc), V(L, row[j])));
                 }
             }
             for (int64_t u = 0; u < rest; u++) {
                 L3Expr *ow = I(L, o0 + nb * LANES + u);
                 oc[2 + last] = ow;
                 xc[2 + last] = add(L, mul(L, ow, I(L, st)), I(L, off));
-                set(L, body, acc[u % LANES], l3_fma(L->m, val(L, dy, oc), val(L, x, xc), V(L, acc[u % LANES])));
+                set(L, body, row[u % LANES], l3_fma(L->m, val(L, dy, oc), val(L, x, xc), V(L, row[u % LANES])));
             }
         }
-        L3Expr *sum = V(L, acc[0]);
-        for (int j = 1; j < LANES; j++) sum = add(L, sum, V(L, acc[j]));
+        L3Expr *half[LANES];   /* the lanes added pairwise */
+        for (int j = 0; j < LANES; j++) half[j] = V(L, acc[j]);
+        for (int w = LANES; w > 1; w /= 2)
+            for (int j = 0; j < w / 2; j++) half[j] = add(L, half[2 * j], half[2 * j + 1]);
+        L3Expr *sum = half[0];
         wc[2 + last] = I(L, kw);
         emit(L, tb, wc, sum);
     }
@@ -266,21 +297,22 @@ static bool grad_conv(Lo *L)
     int dy = t_dy(L);
     if (k == 2) {   /* bias: sum of dy over n and space */
         int64_t sp = numel0(os) / (os->d[0] * os->d[1]);
-        /* summed row by row (a partial sum per row of the last axis), so a
-         * large image's float rounding grows with rows + width, not with
+        /* blocked (sum_loops: a partial per n, per plane, per row), so a
+         * large image's float rounding grows with the extents, not with
          * every voxel one after another */
-        int64_t W = os->d[os->rank - 1], rows = sp / W;
-        int cv, nv, rv, iv;
+        int64_t ext[MAX_RANK + 1];
+        const char *nms[MAX_RANK + 1];
+        unsigned ann[MAX_RANK + 1];
+        int sv[MAX_RANK + 1];
+        int nl = sum_levels(os, true, ext, nms, ann);
+        int cv;
         L3Block *b = loop(L, &L->k->body, "c", os->d[1], &cv, L3_PARALLEL);
         int acc = local(L, b, "acc", L3_F32, F(L, 0));
-        L3Block *in = loop(L, b, "n", os->d[0], &nv, 0);
-        in = loop(L, in, "r", rows, &rv, 0);
-        int part = local(L, in, "row", L3_F32, F(L, 0));
-        L3Block *wb = loop(L, in, "i", W, &iv, L3_VECTORIZE);
-        L3Expr *flat = add(L, mul(L, add(L, mul(L, V(L, nv), I(L, os->d[1])), V(L, cv)), I(L, sp)),
-                           add(L, mul(L, V(L, rv), I(L, W)), V(L, iv)));
-        accum(L, wb, part, valf(L, dy, flat));
-        accum(L, in, acc, V(L, part));
+        int a[SUM_MAX_ACC] = { acc };
+        L3Block *in = sum_loops(L, b, nl, ext, nms, ann, sv, 1, a);
+        L3Expr *flat = add(L, mul(L, add(L, mul(L, V(L, sv[0]), I(L, os->d[1])), V(L, cv)), I(L, sp)),
+                           sum_spatial(L, os, true, sv));
+        accum(L, in, a[0], valf(L, dy, flat));
         emitf(L, b, V(L, cv), V(L, acc));
         return true;
     }
@@ -331,9 +363,10 @@ static bool grad_conv(Lo *L)
     /* weight gradient: w[a, b, t] summed over n and the positions the tap touches */
     L3Expr *wc[MAX_RANK];
     L3Block *b = loops_over(L, &L->k->body, ws, wc);
-    int acc = local(L, b, "acc", L3_F32, F(L, 0));
+    int total = local(L, b, "acc", L3_F32, F(L, 0)), acc = total;
     int nv;
     L3Block *body = loop(L, b, "n", os->d[0], &nv, 0);
+    int64_t outer = os->d[0];   /* blocked: a partial per n and per row (see sum_loops) */
     L3Expr *xc[MAX_RANK], *oc[MAX_RANK];
     xc[0] = oc[0] = V(L, nv);
     if (!up) {   /* w[co, ci, t]: x channel g*cpg + ci, output channel co */
@@ -345,14 +378,22 @@ static bool grad_conv(Lo *L)
     }
     for (int i = 0; i < sr; i++) {
         int pv;
+        int64_t ext = up ? is->d[2 + i] : os->d[2 + i];
+        if (outer > 1) {
+            int part = local(L, body, "part", L3_F32, F(L, 0));
+            L3Block *lb = loop(L, body, up ? "i" : "o", ext, &pv, 0);
+            accum(L, body, acc, V(L, part));
+            acc = part;
+            body = lb;
+        } else
+            body = loop(L, body, up ? "i" : "o", ext, &pv, 0);
+        outer = ext;
         if (!up) {   /* over outputs o: x at o*s - lo + t*dil */
-            body = loop(L, body, "o", os->d[2 + i], &pv, 0);
             oc[2 + i] = V(L, pv);
             L3Expr *p = add(L, sub(L, mul(L, V(L, pv), I(L, at->stride[i])), I(L, at->pad.lo[i])), mul(L, wc[2 + i], I(L, at->dilation[i])));
             body = &l3_if(L->m, body, and_(L, le(L, I(L, 0), p), lt(L, p, I(L, is->d[2 + i]))))->body;
             xc[2 + i] = p;
         } else {     /* over inputs i: y at i*s + t*dil - lo */
-            body = loop(L, body, "i", is->d[2 + i], &pv, 0);
             xc[2 + i] = V(L, pv);
             L3Expr *q = sub(L, add(L, mul(L, V(L, pv), I(L, at->stride[i])), mul(L, wc[2 + i], I(L, at->dilation[i]))), I(L, at->pad.lo[i]));
             body = &l3_if(L->m, body, and_(L, le(L, I(L, 0), q), lt(L, q, I(L, os->d[2 + i]))))->body;
@@ -360,7 +401,7 @@ static bool grad_conv(Lo *L)
         }
     }
     set(L, body, acc, l3_fma(L->m, val(L, dy, oc), val(L, x, xc), V(L, acc)));
-    emit(L, b, wc, V(L, acc));
+    emit(L, b, wc, V(L, total));
     return true;
 }
 
@@ -509,28 +550,45 @@ static bool grad_norm(Lo *L)
     #define IDX(nx) add(L, mul(L, add(L, mul(L, (nx), I(L, C)), V(L, cv)), I(L, sp)), V(L, iv))
     #define OVER(blk) (batch ? loop(L, loop(L, (blk), "n", N, &nn, 0), "i", sp, &iv, L3_VECTORIZE) \
                              : (nn = nv, loop(L, (blk), "i", sp, &iv, L3_VECTORIZE)))
+    /* the sums over the group: blocked (sum_loops) over n and each spatial axis */
+    int64_t ext[MAX_RANK + 1];
+    const char *nms[MAX_RANK + 1];
+    unsigned ann[MAX_RANK + 1];
+    int sv[MAX_RANK + 1];
+    int nl = sum_levels(is, batch, ext, nms, ann);
+    #define SIDX add(L, mul(L, add(L, mul(L, batch ? V(L, sv[0]) : V(L, nv), I(L, C)), V(L, cv)), I(L, sp)), \
+                     sum_spatial(L, is, batch, sv))
     int mean, var;
     if (stats) {
         mean = local(L, g, "mean", L3_F32, F(L, 0));
-        L3Block *s = OVER(g);
-        accum(L, s, mean, valf(L, x, IDX(V(L, nn))));
+        int a[SUM_MAX_ACC] = { mean };
+        L3Block *s = sum_loops(L, g, nl, ext, nms, ann, sv, 1, a);
+        accum(L, s, a[0], valf(L, x, SIDX));
         set(L, g, mean, dv(L, V(L, mean), F(L, (double)count)));
+        /* corrected two-pass: the deviations' sum fixes the mean and the
+         * variance for the first pass's rounding (as lower.c lower_norm) */
         var = local(L, g, "var", L3_F32, F(L, 0));
-        s = OVER(g);
-        L3Expr *dd = sub(L, valf(L, x, IDX(V(L, nn))), V(L, mean));
-        set(L, s, var, l3_fma(L->m, dd, dd, V(L, var)));
-        set(L, g, var, dv(L, V(L, var), F(L, (double)count)));
+        int dev = local(L, g, "dev", L3_F32, F(L, 0));
+        a[0] = var, a[1] = dev;
+        s = sum_loops(L, g, nl, ext, nms, ann, sv, 2, a);
+        int dd = local(L, s, "d", L3_F32, sub(L, valf(L, x, SIDX), V(L, mean)));
+        set(L, s, a[0], l3_fma(L->m, V(L, dd), V(L, dd), V(L, a[0])));
+        accum(L, s, a[1], V(L, dd));
+        set(L, g, dev, dv(L, V(L, dev), F(L, (double)count)));
+        set(L, g, var, l3_fma(L->m, l3_un(L->m, L3_NEG, V(L, dev)), V(L, dev), dv(L, V(L, var), F(L, (double)count))));
+        set(L, g, mean, add(L, V(L, mean), V(L, dev)));
     } else {
         mean = local(L, g, "mean", L3_F32, ld(L, rm, V(L, cv)));
         var = local(L, g, "var", L3_F32, ld(L, rv, V(L, cv)));
     }
     int inv = local(L, g, "inv", L3_F32, dv(L, F(L, 1), l3_un(L->m, L3_SQRT, add(L, V(L, var), F(L, at->eps)))));
     int sdy = local(L, g, "sdy", L3_F32, F(L, 0)), sdx = local(L, g, "sdyxh", L3_F32, F(L, 0));
-    L3Block *s = OVER(g);
-    L3Expr *xh = mul(L, sub(L, valf(L, x, IDX(V(L, nn))), V(L, mean)), V(L, inv));
-    L3Expr *d = valf(L, dy, IDX(V(L, nn)));
-    accum(L, s, sdy, d);
-    set(L, s, sdx, l3_fma(L->m, d, xh, V(L, sdx)));
+    int a2[SUM_MAX_ACC] = { sdy, sdx };
+    L3Block *s = sum_loops(L, g, nl, ext, nms, ann, sv, 2, a2);
+    L3Expr *xh = mul(L, sub(L, valf(L, x, SIDX), V(L, mean)), V(L, inv));
+    L3Expr *d = valf(L, dy, SIDX);
+    accum(L, s, a2[0], d);
+    set(L, s, a2[1], l3_fma(L->m, d, xh, V(L, a2[1])));
     if (k == 1) accum(L, g, wacc, V(L, sdx));
     else if (k == 2) accum(L, g, wacc, V(L, sdy));
     else {
@@ -544,6 +602,7 @@ static bool grad_norm(Lo *L)
     if (k >= 1) emitf(L, b, V(L, cv), V(L, wacc));
     #undef IDX
     #undef OVER
+    #undef SIDX
     return true;
 }
 

@@ -122,11 +122,18 @@ L3Expr *valf(Lo *L, int t, L3Expr *flat);
 void emit(Lo *L, L3Block *b, L3Expr *const *c, L3Expr *v);
 void emitf(Lo *L, L3Block *b, L3Expr *flat, L3Expr *v);
 
-/* Row schedules (lower.c): the tensor a row-schedule kernel accumulates in
+/* Row schedules (lower_sched.c): the tensor a row-schedule kernel accumulates in
  * (-1: none), and the transposed-convolution rows (upconv forward, conv
  * input gradient). */
 int conv_accumulator(Lo *L);
 bool lower_transposed_rows(Lo *L, int src_t, int w_tensor, int bias_buf, int acc_t);
+
+/* Convolution schedules (lower_sched.c): the row schedule accumulating in
+ * tensor acc_t, and the register-tiled forward (false: the convolution is
+ * not one it handles and nothing was emitted). */
+bool lower_conv_rows(Lo *L, int acc_t);
+bool lower_conv_tiled(Lo *L);
+bool lower_upconv_tiled(Lo *L);   /* kernel == stride, dilation 1 (else false, nothing emitted) */
 
 /* Grad nodes: the forward node and its operands (inputs: dy, the forward
  * inputs, parameters, output), and small builders shared by lower_grad.c
@@ -182,5 +189,65 @@ bool lower_grad_node(Lo *L, char *err, size_t errlen);
 bool lower_loss(Lo *L, char *err, size_t errlen);
 bool lower_loss_grad(Lo *L);   /* a loss's gradient w.r.t. the logits */
 bool lower_update(Lo *L, char *err, size_t errlen);
+
+/* ---- blocked summation ---------------------------------------------------------------------------
+ * A float32 sum of K terms added one after another rounds with an error that
+ * grows with K (conv weight gradients, normalization statistics and losses
+ * sum up to millions of terms).  sum_loops builds the nested loops
+ * ext[0] x ... x ext[nl-1] (outermost first; loop variables into vars[],
+ * names[] and annot[] name and annotate the loops) and gives each of the nacc
+ * sums a partial-sum local per loop level: the partial of level l (l >= 1)
+ * is declared inside loop l-1, accumulates over loops l .. nl-1 and is added
+ * into the level above right after loop l.  The error then grows with about
+ * ext[0] + ... + ext[nl-1] instead of their product.  acc[] holds the
+ * outermost sums (locals already declared in `in`); on return it names the
+ * innermost partials: accumulate into those in the returned block.  The
+ * order depends on the shapes alone, so the result is the same for any
+ * number of threads.  Scalar locals only: no scratch memory for the memory
+ * planner to know about. */
+#define SUM_MAX_ACC 4
+static inline L3Block *sum_loops(Lo *L, L3Block *in, int nl, const int64_t *ext, const char *const *names,
+                                 const unsigned *annot, int *vars, int nacc, int *acc)
+{
+    L3Block *b = in;
+    for (int l = 0; l < nl; l++) {
+        int part[SUM_MAX_ACC];
+        bool split = l > 0 && ext[l - 1] > 1 && nacc > 0;
+        if (split)
+            for (int a = 0; a < nacc; a++) part[a] = local(L, b, "part", L3_F32, F(L, 0));
+        L3Block *body = loop(L, b, names[l], ext[l], &vars[l], annot ? annot[l] : 0);
+        if (split)
+            for (int a = 0; a < nacc; a++) {
+                accum(L, b, acc[a], V(L, part[a]));   /* after loop l */
+                acc[a] = part[a];
+            }
+        b = body;
+    }
+    return b;
+}
+
+/* The levels of a sum over the spatial positions of shape s (axes 2 ..),
+ * preceded by n when with_n: extents into ext[], the innermost loop
+ * vectorized; returns the number of levels. */
+static inline int sum_levels(const Shape *s, bool with_n, int64_t *ext, const char **names, unsigned *annot)
+{
+    static const char *nm[] = { "n", "s0", "s1", "s2", "s3", "s4" };
+    int nl = 0;
+    if (with_n) ext[nl] = s->d[0], names[nl] = nm[0], annot[nl++] = 0;
+    for (int i = 2; i < s->rank; i++) ext[nl] = s->d[i], names[nl] = nm[i - 1], annot[nl++] = 0;
+    if (nl == 0) ext[nl] = 1, names[nl] = "s", annot[nl++] = 0;
+    annot[nl - 1] = L3_VECTORIZE;
+    return nl;
+}
+
+/* The flat spatial index of the sum_levels loops (vars after n when with_n). */
+static inline L3Expr *sum_spatial(Lo *L, const Shape *s, bool with_n, const int *vars)
+{
+    int off = with_n ? 1 : 0;
+    if (s->rank <= 2) return I(L, 0);
+    L3Expr *p = V(L, vars[off]);
+    for (int i = 3; i < s->rank; i++) p = add(L, mul(L, p, I(L, s->d[i])), V(L, vars[off + i - 2]));
+    return p;
+}
 
 #endif

@@ -50,21 +50,24 @@ static LossIO loss_io(Lo *L, const Node *lossnode, int t_logits, int t_labels, i
 }
 
 /* Loops over n and the spatial positions; *n, sc[] the coordinates, *p the
- * flat spatial index. */
-static L3Block *voxels(Lo *L, L3Block *in, const LossIO *io, L3Expr **n, L3Expr **sc, L3Expr **p, bool n_loop, int64_t fixed_n)
+ * flat spatial index.  The nacc sums acc[] (locals declared in `in`) are
+ * blocked (sum_loops: a partial per n, per plane, per row, so a loss over a
+ * large volume rounds with the extents, not with every voxel one after
+ * another); on return acc[] names the partials to accumulate into. */
+static L3Block *voxels(Lo *L, L3Block *in, const LossIO *io, L3Expr **n, L3Expr **sc, L3Expr **p, bool n_loop, int64_t fixed_n,
+                       int nacc, int *acc)
 {
-    L3Block *b = in;
-    if (n_loop) {
-        int nv;
-        b = loop(L, b, "n", io->N, &nv, 0);
-        *n = V(L, nv);
-    } else
-        *n = I(L, fixed_n);
+    int64_t ext[MAX_SPATIAL + 1];
+    const char *nms[MAX_SPATIAL + 1];
+    unsigned ann[MAX_SPATIAL + 1];
+    int vars[MAX_SPATIAL + 1], nl = 0;
+    if (n_loop) ext[nl] = io->N, nms[nl] = "n", ann[nl++] = 0;
+    for (int i = 0; i < io->sr; i++) ext[nl] = io->S[i], nms[nl] = "s", ann[nl++] = i == io->sr - 1 ? L3_VECTORIZE : 0;
+    L3Block *b = sum_loops(L, in, nl, ext, nms, ann, vars, nacc, acc);
+    *n = n_loop ? V(L, vars[0]) : I(L, fixed_n);
     L3Expr *flat = NULL;
     for (int i = 0; i < io->sr; i++) {
-        int v;
-        b = loop(L, b, "s", io->S[i], &v, i == io->sr - 1 ? L3_VECTORIZE : 0);
-        sc[i] = V(L, v);
+        sc[i] = V(L, vars[(n_loop ? 1 : 0) + i]);
         flat = flat ? add(L, mul(L, flat, I(L, io->S[i])), sc[i]) : sc[i];
     }
     *p = flat ? flat : I(L, 0);
@@ -132,16 +135,17 @@ static void dice_stats(Lo *L, L3Block *b, const LossIO *io, const OpAttrs *at, i
 {
     for (int64_t n = at->batch_dice ? 0 : row; n < (at->batch_dice ? io->N : row + 1); n++) {
         L3Expr *nn, *sc[MAX_SPATIAL], *p;
-        L3Block *vb = voxels(L, b, io, &nn, sc, &p, false, n);
+        int a[SUM_MAX_ACC] = { tp, fp, fn };
+        L3Block *vb = voxels(L, b, io, &nn, sc, &p, false, n, 3, a);
         Vox v;
         vb = voxel_setup(L, vb, io, at, nn, sc, p, &v, true);
         L3Expr *pc = ex(L, sub(L, xat(L, io, nn, I(L, c), p), V(L, v.lse)));
         int pcv = local(L, vb, "pc", L3_F32, pc);
         L3Expr *yc = sel(L, bin(L, L3_EQ, V(L, v.y), I(L, c)), F(L, 1), F(L, 0));
         int ycv = local(L, vb, "yc", L3_F32, yc);
-        accum(L, vb, tp, mul(L, V(L, v.mw), mul(L, V(L, pcv), V(L, ycv))));
-        accum(L, vb, fp, mul(L, V(L, v.mw), mul(L, V(L, pcv), sub(L, F(L, 1), V(L, ycv)))));
-        accum(L, vb, fn, mul(L, V(L, v.mw), mul(L, sub(L, F(L, 1), V(L, pcv)), V(L, ycv))));
+        accum(L, vb, a[0], mul(L, V(L, v.mw), mul(L, V(L, pcv), V(L, ycv))));
+        accum(L, vb, a[1], mul(L, V(L, v.mw), mul(L, V(L, pcv), sub(L, F(L, 1), V(L, ycv)))));
+        accum(L, vb, a[2], mul(L, V(L, v.mw), mul(L, sub(L, F(L, 1), V(L, pcv)), V(L, ycv))));
     }
 }
 
@@ -191,7 +195,7 @@ static bool loss_common(Lo *L, bool grad)
         for (int64_t n = 0; n < io.N; n++) {
             int64_t r = at->batch_dice ? 0 : n;
             L3Expr *nn, *sc[MAX_SPATIAL], *p;
-            L3Block *vb = voxels(L, top, &io, &nn, sc, &p, false, n);
+            L3Block *vb = voxels(L, top, &io, &nn, sc, &p, false, n, 0, NULL);
             Vox v;
             vb = voxel_setup(L, vb, &io, at, nn, sc, p, &v, true);
             int gl[64], pcs[64];
@@ -221,22 +225,24 @@ static bool loss_common(Lo *L, bool grad)
     int num = grad ? -1 : local(L, top, "num", L3_F32, F(L, 0)), den = local(L, top, "den", L3_F32, F(L, 0));
     {
         L3Expr *nn, *sc[MAX_SPATIAL], *p;
-        L3Block *vb = voxels(L, top, &io, &nn, sc, &p, true, 0);
+        int a[SUM_MAX_ACC] = { den, num };
+        L3Block *vb = voxels(L, top, &io, &nn, sc, &p, true, 0, grad ? 1 : 2, a);
+        int pden = a[0], pnum = a[1];
         Vox v;
         vb = voxel_setup(L, vb, &io, at, nn, sc, p, &v, !grad);
         L3Expr *y = V(L, v.y);
         if (ln->op == OP_CE) {
             int w = local(L, vb, "w", L3_F32, mul(L, V(L, v.mw), class_weight(L, at, y)));
-            if (!grad) accum(L, vb, num, mul(L, l3_un(L->m, L3_NEG, V(L, w)), sub(L, xat(L, &io, nn, y, p), V(L, v.lse))));
-            accum(L, vb, den, V(L, w));
+            if (!grad) accum(L, vb, pnum, mul(L, l3_un(L->m, L3_NEG, V(L, w)), sub(L, xat(L, &io, nn, y, p), V(L, v.lse))));
+            accum(L, vb, pden, V(L, w));
         } else {
             if (!grad) {
                 int lpt = local(L, vb, "lpt", L3_F32, sub(L, xat(L, &io, nn, y, p), V(L, v.lse)));
                 L3Expr *pt = ex(L, V(L, lpt));
-                accum(L, vb, num, mul(L, l3_un(L->m, L3_NEG, mul(L, V(L, v.mw), alpha_t(L, at, y))),
-                                      mul(L, powg(L, sub(L, F(L, 1), pt), at->gamma), V(L, lpt))));
+                accum(L, vb, pnum, mul(L, l3_un(L->m, L3_NEG, mul(L, V(L, v.mw), alpha_t(L, at, y))),
+                                       mul(L, powg(L, sub(L, F(L, 1), pt), at->gamma), V(L, lpt))));
             }
-            accum(L, vb, den, V(L, v.mw));
+            accum(L, vb, pden, V(L, v.mw));
         }
     }
     if (!grad) {
@@ -246,7 +252,7 @@ static bool loss_common(Lo *L, bool grad)
     int scale = local(L, top, "gscale", L3_F32, dv(L, valf(L, t_dy(L), I(L, 0)), V(L, den)));
     zero(L, o, numel0(io.xs));
     L3Expr *nn, *sc[MAX_SPATIAL], *p;
-    L3Block *vb = voxels(L, top, &io, &nn, sc, &p, true, 0);
+    L3Block *vb = voxels(L, top, &io, &nn, sc, &p, true, 0, 0, NULL);
     Vox v;
     vb = voxel_setup(L, vb, &io, at, nn, sc, p, &v, true);
     L3Expr *y = V(L, v.y);

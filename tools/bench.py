@@ -3,6 +3,7 @@
 
     /usr/bin/python3 tools/bench.py [--netc build/netc] [--bench build/bench]
                                     [--out build/bench.json] [--threads 2] [--only SUBSTR]
+                                    [--check-only]
 
 Rows (the issue's): U-Net 2D (widths 32-64-128-256-512) inference 1x1x256x256
 and training step batch 4 at 256x256; 3D U-Net (stage outputs 16-32-64-128)
@@ -30,6 +31,13 @@ Times are medians of the timed iterations after warm-up (the dumped first
 call is netc's first warm-up).  Ends with one line per row:
   bench: NAME netc_ms=X torch_ms=Y speedup=Y/X netc_rss_mb=A torch_rss_mb=B
 (speedup > 1: netc is faster).  Exit status 1 if any row failed.
+
+--check-only runs only the accuracy checks: one netc step per row (no
+warm-up, nothing timed, no PyTorch timing, no single-conv row); training rows
+are also compared with the same step in float64 (netc's and PyTorch
+float32's update error against it, printed side by side).  Results go to
+build/bench_check.json unless --out is given; one line per row:
+  bench-check: NAME ok|FAILED loss=E update=E [f64: netc=E torch_f32=E]
 """
 import argparse
 import json
@@ -349,16 +357,19 @@ def check_train_f64(g, dump, ocfg, d_torch, d_netc, adam, gmax, gtop):
     top = max(float(np.max(np.abs(d))) for d in d64.values())
     T = g["tensors"]
     worst, worst_t, where, ok = 0.0, 0.0, None, True
+    per = []
     for t in tw.updated:
         if adam and gmax[t] < 1e-4 * gtop:
             continue
         scale = max(float(np.max(np.abs(d64[t]))), 1e-3 * top, 1e-30)
         en = float(np.max(np.abs(d_netc[t] - d64[t]))) / scale
         et = float(np.max(np.abs(d_torch[t] - d64[t]))) / scale
+        per.append((en, et, T[t]["name"]))
         if not np.isfinite(en) or en > max(UPDATE_TOL, 4 * et):
             ok = False
         if en > worst or not np.isfinite(en):
             worst, worst_t, where = en, et, T[t]["name"]
+    check_train_f64.per_param = sorted(per, reverse=True)
     return worst, worst_t, where, ok
 
 
@@ -528,15 +539,18 @@ def run_config(a, cfg, tmp, log):
          "warmup": warmup, "iters": iters}
     dump = os.path.join(tmp, "dump")
     shutil.rmtree(dump, ignore_errors=True)
-    cmd = [a.bench, netdef] + args + ["--mode", mode, "--backend", a.backend, "--iters", str(iters),
-                                      "--warmup", str(max(warmup, 1)), "--threads", str(a.threads), "--dump", dump]
+    # --check-only: one step, the dumped one (bench.c dumps its first call)
+    run_iters, run_warmup = (1, 0) if a.check_only else (iters, max(warmup, 1))
+    cmd = [a.bench, netdef] + args + ["--mode", mode, "--backend", a.backend, "--iters", str(run_iters),
+                                      "--warmup", str(run_warmup), "--threads", str(a.threads), "--dump", dump]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         r["error"] = "build/bench failed (exit %d): %s" % (p.returncode, p.stderr.strip())
         return r
     r["netc"] = json.loads(p.stdout.strip().splitlines()[-1])
-    log("    netc  %-45s %9.1f ms  rss %6.0f MB  (compile %.0f ms)" % (
-        a.backend, r["netc"]["median_ms"], r["netc"]["peak_rss_mb"], r["netc"]["compile_ms"]))
+    if not a.check_only:
+        log("    netc  %-45s %9.1f ms  rss %6.0f MB  (compile %.0f ms)" % (
+            a.backend, r["netc"]["median_ms"], r["netc"]["peak_rss_mb"], r["netc"]["compile_ms"]))
     gargs = [a.netc, "graph", netdef] + args + (["--autodiff"] if training else []) + ["--json"]
     gtext = subprocess.run(gargs, check=True, capture_output=True, text=True).stdout
     gpath = os.path.join(tmp, "graph.json")
@@ -552,13 +566,24 @@ def run_config(a, cfg, tmp, log):
         r["check"] = {"loss_rel_err": loss_err, "update_rel_err": upd_err, "worst_param": where}
         ok = loss_err <= LOSS_TOL and upd_err <= UPDATE_TOL
         r["check_text"] = "loss %.1e, update %.1e" % (loss_err, upd_err)
-        if loss_err <= LOSS_TOL and not ok and np.isfinite(upd_err):
-            log("    check: update %.1e vs PyTorch float32 (%s); arbitrating in float64" % (upd_err, where))
+        if loss_err <= LOSS_TOL and (not ok or a.check_only) and np.isfinite(upd_err):
+            f32_ok = ok
+            log("    check: update %.1e vs PyTorch float32 (%s); %s in float64" % (
+                upd_err, where, "comparing" if ok else "arbitrating"))
             d_torch, d_netc, adam, gmax, gtop = twin.last_check
             del twin
             e64, t64, w64, ok = check_train_f64(g, dump, r["netc"]["optimizer"], d_torch, d_netc, adam, gmax, gtop)
-            r["check"]["f64"] = {"netc_update_err": e64, "torch_f32_update_err": t64, "worst_param": w64, "ok": ok}
+            r["check"]["f64"] = {"netc_update_err": e64, "torch_f32_update_err": t64, "worst_param": w64, "ok": ok,
+                                 "per_param": [{"name": n, "netc": en, "torch_f32": et}
+                                               for en, et, n in check_train_f64.per_param]}
+            if a.check_only:
+                for en, et, n in check_train_f64.per_param[:8]:
+                    log("    f64: %-50s netc %.1e  torch-f32 %.1e" % (n, en, et))
             r["check_text"] = "loss %.1e, update vs f64: netc %.1e, torch-f32 %.1e" % (loss_err, e64, t64)
+            if f32_ok:   # --check-only on a row that already agreed: float64 is for the record
+                ok = True
+                r["check_text"] = "loss %.1e, update %.1e; vs f64: netc %.1e, torch-f32 %.1e (%s)" % (
+                    loss_err, upd_err, e64, t64, w64)
             twin = None
     else:
         err, _ = check_infer(twin, dump)
@@ -568,6 +593,8 @@ def run_config(a, cfg, tmp, log):
     del twin
     if not ok:
         r["error"] = "netc and PyTorch disagree (%s); not timed" % r["check_text"]
+        return r
+    if a.check_only:
         return r
     spec = {"graph": gpath, "dump": dump, "mode": mode, "threads": a.threads, "warmup": max(warmup, 1),
             "iters": iters, "optimizer": r["netc"].get("optimizer")}
@@ -609,14 +636,60 @@ def conv_row(a, tmp, log):
     return r
 
 
+def check_only(a, configs, log):
+    """--check-only: every row's accuracy check, nothing timed."""
+    out = a.out or "build/bench_check.json"
+    t_start = time.time()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="netc-check-") as tmp:
+        for cfg in configs:
+            t0 = time.time()
+            log("  %s" % cfg[1])
+            r = run_config(a, cfg, tmp, log)
+            r["wall_s"] = round(time.time() - t0, 1)
+            results.append(r)
+            log("  %s: %s  [%.0f s]" % (cfg[1], r.get("error") or "ok (%s)" % r["check_text"], r["wall_s"]))
+    print()
+    print("netc (%s backend, %d thread%s) against PyTorch %s float32 (and, for training, float64): accuracy only" % (
+        "LLVM JIT" if a.backend == "llvm" else "C backend", a.threads, "" if a.threads == 1 else "s", torch.__version__))
+    print("tolerances: inference output %.0e, loss %.0e, update %.0e (or within 4x PyTorch float32's own error "
+          "against float64)" % (INFER_TOL, LOSS_TOL, UPDATE_TOL))
+    failed = 0
+    for r in results:
+        status = "FAILED" if "error" in r else "ok"
+        failed += "error" in r
+        print("%-30s %-6s %s" % (r["config"], status, r.get("check_text") or r.get("error")))
+    print("total %.0f s" % (time.time() - t_start))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".tmp", "w") as f:
+        json.dump({"torch": torch.__version__, "threads": a.threads, "backend": a.backend, "check_only": True,
+                   "results": results}, f, indent=1)
+    os.replace(out + ".tmp", out)
+    print("wrote %s" % out)
+    for r in results:
+        c = r.get("check", {})
+        line = "bench-check: %s %s" % (r["name"], "FAILED" if "error" in r else "ok")
+        if "loss_rel_err" in c:
+            line += " loss=%.2e update=%.2e" % (c["loss_rel_err"], c["update_rel_err"])
+        if "output_rel_err" in c:
+            line += " out=%.2e" % c["output_rel_err"]
+        if "f64" in c:
+            line += " f64: netc=%.2e torch_f32=%.2e (%s)" % (
+                c["f64"]["netc_update_err"], c["f64"]["torch_f32_update_err"], c["f64"]["worst_param"])
+        print(line)
+    return 1 if failed else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--netc", default="build/netc")
     ap.add_argument("--bench", default="build/bench")
-    ap.add_argument("--out", default="build/bench.json")
+    ap.add_argument("--out", help="the JSON results (default build/bench.json; build/bench_check.json with --check-only)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backend", default="llvm", choices=["llvm", "c"])
     ap.add_argument("--only", help="run only the rows whose name contains this (conv: the single-conv row)")
+    ap.add_argument("--check-only", action="store_true",
+                    help="run only the accuracy checks (one step per row, nothing timed)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
@@ -634,6 +707,9 @@ def main():
 
     def log(s):
         print(s, file=sys.stderr, flush=True)
+
+    if a.check_only:
+        return check_only(a, configs, log)
 
     t_start = time.time()
     load0 = os.getloadavg()[0]
@@ -716,6 +792,7 @@ def main():
     print("total %.0f s; load average %.2f at the start, %.2f at the end, %d CPUs%s" % (
         time.time() - t_start, load0, load1, ncpu,
         " (other processes were running: timings are disturbed)" if max(load0, load1) > 0.5 else ""))
+    a.out = a.out or "build/bench.json"
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out + ".tmp", "w") as f:
         json.dump({"torch": torch.__version__, "threads": a.threads, "backend": a.backend, "machine": peak,
