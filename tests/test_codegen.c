@@ -551,6 +551,47 @@ START_TEST(codegen_norms)
 }
 END_TEST
 
+/* The debugging switches that select the older convolution schedules
+ * (docs/architecture.md): NETC_CONV_ROWS=1, the row schedule for every
+ * convolution; NETC_CONV_ELEMENTWISE=1, one output element at a time (and
+ * the per-element weight gradient).  Both must stay correct. */
+START_TEST(codegen_schedule_switches)
+{
+    static const char *const sw[] = { "NETC_CONV_ROWS", "NETC_CONV_ELEMENTWISE" };
+    for (int k = 0; k < 2; k++) {
+        setenv(sw[k], "1", 1);
+        char what[96];
+        OpAttrs at = A(OP_CONV, 2);
+        at.channels = 5;
+        at.kernel[0] = at.kernel[1] = 3;
+        at.pad.mode = PAD_SAME;
+        at.stride[0] = 2;
+        Shape in = SH(2, 3, 7, 6);
+        snprintf(what, sizeof what, "conv 2d (%s)", sw[k]);
+        compare_op(what, OP_CONV, 2, at, &in, 1, false);
+        snprintf(what, sizeof what, "grad conv 2d (%s)", sw[k]);
+        compare_op_grad(what, OP_CONV, 2, at, &in, 1);
+        at = A(OP_CONV, 3);
+        at.channels = 4;
+        at.groups = 2;
+        at.kernel[0] = 1, at.kernel[1] = 3, at.kernel[2] = 2;
+        at.pad.mode = PAD_VALID;
+        Shape in3 = SH(1, 6, 3, 5, 4);
+        snprintf(what, sizeof what, "conv 3d groups (%s)", sw[k]);
+        compare_op(what, OP_CONV, 3, at, &in3, 1, false);
+        at = A(OP_UPCONV, 2);
+        at.channels = 3;
+        at.kernel[0] = at.kernel[1] = 2;
+        Shape inu = SH(2, 4, 3, 5);
+        snprintf(what, sizeof what, "upconv k2 s2 (%s)", sw[k]);
+        compare_op(what, OP_UPCONV, 2, at, &inu, 1, false);
+        snprintf(what, sizeof what, "grad upconv k2 s2 (%s)", sw[k]);
+        compare_op_grad(what, OP_UPCONV, 2, at, &inu, 1);
+        unsetenv(sw[k]);
+    }
+}
+END_TEST
+
 START_TEST(codegen_grad_conv_pool)
 {
     OpAttrs at = attrs(OP_CONV, 2);
@@ -1005,6 +1046,7 @@ Suite *codegen_suite(void)
     tcase_set_timeout(tiles, 300);
     tcase_add_test(tiles, codegen_conv_tiles);
     tcase_add_test(tiles, codegen_conv_tiles_fused);
+    tcase_add_test(tiles, codegen_schedule_switches);
     suite_add_tcase(s, tiles);
     return s;
 }
