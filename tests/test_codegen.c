@@ -26,59 +26,15 @@
 #include "memplan.h"
 #include "lower.h"
 #include "ref.h"
+#include "codegen_fixture.h"
 #include "support.h"
 #include "ref_fixture.h"
 
-#define TOL_ABS 1e-4
-#define TOL_REL 1e-5
 /* A value that is 0 in exact arithmetic (the gradient of a bias right
  * before a normalization) is rounding noise of the sums that make it, so
  * it is judged against the graph's scale: 1e-5 of the largest activation
  * or gradient anywhere in the graph. */
 #define TOL_FLOOR (1e-5 * graph_top)
-
-/* Whole-net training steps use a fixed seed (NETC_TEST_SEED overrides):
- * batchnorm over the handful of values at a tiny net's bottleneck (and
- * relu/maxpool decisions within rounding of a tie) make float32 against
- * double differ by far more than any tolerance for some draws.  That is
- * arithmetic, not a bug, and a test that fails on one draw in a dozen would
- * make CI flaky; single ops keep a fresh seed per run. */
-static uint64_t fixed_seed(void)
-{
-    const char *s = getenv("NETC_TEST_SEED");
-    return s && *s ? strtoull(s, NULL, 10) : 20261127u;
-}
-
-static uint64_t test_seed(void)
-{
-    const char *s = getenv("NETC_TEST_SEED");
-    if (s && *s) return strtoull(s, NULL, 10);
-    return (uint64_t)time(NULL);
-}
-
-/* Fill inputs, labels (classes from the first output's channels), voxel
- * weights and the hyper inputs (lr, step) of g. */
-static void fill(const Graph *g, RefState *s, uint64_t seed)
-{
-    int64_t classes = 2;
-    if (g->noutputs > 0 && g->tensors[g->outputs[0].tensor].shape.rank > 1)
-        classes = g->tensors[g->outputs[0].tensor].shape.d[1];
-    for (int t = 0; t < g->ntensors; t++) {
-        const Tensor *te = &g->tensors[t];
-        if (te->kind == TK_INPUT) ref_fill_uniform(s, t, seed + 17 * (uint64_t)t, -1, 1);
-        if (te->kind == TK_WEIGHTMAP) ref_fill_uniform(s, t, seed + 19 * (uint64_t)t, 0, 2);
-        if (te->kind == TK_LABEL) {
-            RefRng r = { seed * 7 + (uint64_t)t };
-            for (int64_t i = 0; i < s->numel[t]; i++) ref_i32(s, t)[i] = (int32_t)(ref_rng_next(&r) % (uint64_t)classes);
-        }
-        if (te->kind == TK_HYPER) s->buf[t][0] = strcmp(te->name, "train.lr") == 0 ? 0.01f : 1.0f;
-        if (te->kind == TK_PARAM && te->dtype == DT_F32) {
-            /* running variances must stay positive; running means get noise */
-            if (strstr(te->name, "running_var")) ref_fill_uniform(s, t, seed + 31 * (uint64_t)t, 0.5, 1.5);
-            else if (strstr(te->name, "running_mean")) ref_fill_uniform(s, t, seed + 31 * (uint64_t)t, -0.2, 0.2);
-        }
-    }
-}
 
 /* After a step: every update output becomes its parameter; step + 1. */
 static void advance(const Graph *g, RefState *s)
@@ -111,7 +67,7 @@ static void compare_graph_steps(const char *what, const Graph *g, bool training,
     RefState *want = ref_new(g), *got = ref_new(g);
     ck_assert(want && got);
     ref_init_params(g, want, seed);
-    fill(g, want, seed);
+    codegen_fill(g, want, seed);
     for (int t = 0; t < g->ntensors; t++) memcpy(got->buf[t], want->buf[t], sizeof(float) * (size_t)want->numel[t]);
     for (int step = 0; step < steps; step++) {
         if (step > 0) {
@@ -247,7 +203,7 @@ static void compare_op(const char *what, OpKind k, int sr, OpAttrs at, const Sha
     int np = op_table[k].params(&at, ins, nin, ps);
     for (int j = 0; j < np; j++) graph_add_param(g, node, &ps[j]);
     graph_add_output(g, "y", out, cx.loc);
-    compare_graph(what, g, training, test_seed());
+    compare_graph(what, g, training, codegen_test_seed());
     graph_free(g);
 }
 
@@ -304,7 +260,7 @@ static void compare_op_grad(const char *what, OpKind k, int sr, OpAttrs at, cons
     ck_assert_int_gt(autodiff(g, yr), 0);
     const double sgd[4] = { 0.01, 0.9, 1, 1e-4 };
     ck_assert_int_gt(append_optimizer(g, "sgd", sgd), 0);
-    compare_graph_steps(what, g, true, test_seed(), getenv("NETC_STEPS") ? atoi(getenv("NETC_STEPS")) : 2, false);
+    compare_graph_steps(what, g, true, codegen_test_seed(), getenv("NETC_STEPS") ? atoi(getenv("NETC_STEPS")) : 2, false);
     graph_free(g);
 }
 
@@ -469,7 +425,7 @@ START_TEST(codegen_conv_tiles_fused)
         ck_clean(c);
         char what[256];
         snprintf(what, sizeof what, "%s %s (fused)", nets[i][0], nets[i][1]);
-        compare_graph_steps(what, c->g, false, test_seed(), 1, true);
+        compare_graph_steps(what, c->g, false, codegen_test_seed(), 1, true);
         compiled_free(c);
     }
 }
@@ -674,7 +630,7 @@ static void net(const char *path, const char *args, bool training)
 {
     Compiled *c = compile_file(path, args);
     ck_clean(c);
-    compare_graph(path, c->g, training, test_seed());
+    compare_graph(path, c->g, training, codegen_test_seed());
     compiled_free(c);
 }
 
@@ -700,7 +656,7 @@ static void train_step(const char *path, const char *args, const char *opt, int 
     ck_assert_int_gt(append_optimizer(g, opt, strcmp(opt, "sgd") == 0 ? sgd : adam), 0);
     char what[256];
     snprintf(what, sizeof what, "%s training step (%s%s)", path, opt, fused ? ", fused" : "");
-    compare_graph_steps(what, g, true, fixed_seed(), steps, fused);
+    compare_graph_steps(what, g, true, codegen_fixed_seed(), steps, fused);
     compiled_free(c);
 }
 
@@ -749,7 +705,7 @@ START_TEST(codegen_netdefs_fused)
         ck_clean(c);
         char what[256];
         snprintf(what, sizeof what, "%s (fused)", nets[i][0]);
-        compare_graph_steps(what, c->g, false, test_seed(), 1, true);
+        compare_graph_steps(what, c->g, false, codegen_test_seed(), 1, true);
         compiled_free(c);
     }
 }
@@ -779,10 +735,10 @@ static void planned(const char *path, const char *args, const char *opt)
     CBackend *cb = cbackend_compile(m, err, sizeof err);
     ck_assert_msg(cb != NULL, "%s: %s", path, err);
     NetcEntry run = cbackend_entry(cb, training ? "netc_train_forward" : "netc_forward");
-    uint64_t seed = training ? fixed_seed() : test_seed();
+    uint64_t seed = training ? codegen_fixed_seed() : codegen_test_seed();
     RefState *want = ref_new(g), *got = ref_new(g);
     ref_init_params(g, want, seed);
-    fill(g, want, seed);
+    codegen_fill(g, want, seed);
     for (int t = 0; t < g->ntensors; t++) memcpy(got->buf[t], want->buf[t], sizeof(float) * (size_t)want->numel[t]);
     float *arena = malloc((size_t)mp->arena_bytes + 64);
     ck_assert_ptr_nonnull(arena);
@@ -933,11 +889,11 @@ static void large_reductions(bool llvm)
     }
     ck_assert_ptr_nonnull(run);
 
-    uint64_t seed = test_seed();
+    uint64_t seed = codegen_test_seed();
     RefState *s = ref_new(g);
     ck_assert_ptr_nonnull(s);
     ref_init_params(g, s, seed);
-    fill(g, s, seed);
+    codegen_fill(g, s, seed);
     ref_fill_uniform(s, x, seed + 1, 9, 11);
     ref_fill_uniform(s, r, seed + 2, 0.5, 1.5);
     float *cw = s->buf[g->params[g->nodes[conv].params[0]].tensor], *cbias = s->buf[g->params[g->nodes[conv].params[1]].tensor];

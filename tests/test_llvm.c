@@ -22,18 +22,10 @@
 #include "l3_llvm.h"
 #include "lower.h"
 #include "ref.h"
+#include "codegen_fixture.h"
 #include "support.h"
 #include "ref_fixture.h"
 
-#define TOL_ABS 1e-4
-#define TOL_REL 1e-5
-
-static uint64_t test_seed(void)
-{
-    const char *s = getenv("NETC_TEST_SEED");
-    if (s && *s) return strtoull(s, NULL, 10);
-    return (uint64_t)time(NULL);
-}
 
 /* got within tolerance of want, tensor by tensor (activations, and in
  * training the running statistics). */
@@ -63,15 +55,7 @@ static void check_close(const char *what, const char *got_name, const char *want
 static void fill_states(const Graph *g, RefState *want, RefState *got, uint64_t seed)
 {
     ref_init_params(g, want, seed);
-    for (int t = 0; t < g->ntensors; t++) {
-        const Tensor *te = &g->tensors[t];
-        if (te->kind == TK_INPUT) ref_fill_uniform(want, t, seed + 17 * (uint64_t)t, -1, 1);
-        if (te->kind == TK_PARAM && te->dtype == DT_F32) {
-            bool var = strstr(te->name, "running_var") != NULL;
-            if (var) ref_fill_uniform(want, t, seed + 31 * (uint64_t)t, 0.5, 1.5);
-            else if (strstr(te->name, "running_mean")) ref_fill_uniform(want, t, seed + 31 * (uint64_t)t, -0.2, 0.2);
-        }
-    }
+    codegen_fill(g, want, seed);
     for (int t = 0; t < g->ntensors; t++) {
         memcpy(got->buf[t], want->buf[t], sizeof(float) * (size_t)want->numel[t]);
         if (g->tensors[t].kind == TK_ACTIVATION)
@@ -122,7 +106,7 @@ static void compare_op(const char *what, OpKind k, int sr, OpAttrs at, const Sha
     int np = op_table[k].params(&at, ins, nin, ps);
     for (int j = 0; j < np; j++) graph_add_param(g, node, &ps[j]);
     graph_add_output(g, "y", out, cx.loc);
-    compare_graph(what, g, training, test_seed());
+    compare_graph(what, g, training, codegen_test_seed());
     graph_free(g);
 }
 
@@ -258,7 +242,7 @@ static void net(const char *path, const char *args, bool training)
 {
     Compiled *c = compile_file(path, args);
     ck_clean(c);
-    compare_graph(path, c->g, training, test_seed());
+    compare_graph(path, c->g, training, codegen_test_seed());
     compiled_free(c);
 }
 
@@ -274,7 +258,7 @@ END_TEST
 /* The LLVM backend against the C backend on the same module and inputs. */
 START_TEST(llvm_vs_c_unet2d)
 {
-    uint64_t seed = test_seed();
+    uint64_t seed = codegen_test_seed();
     Compiled *c = compile_file("netdefs/unet2d.net", "-D base=4 -D protocol.size=32x32");
     ck_clean(c);
     const Graph *g = c->g;

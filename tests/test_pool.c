@@ -29,6 +29,7 @@
 #include "lower.h"
 #include "pool.h"
 #include "ref.h"
+#include "codegen_fixture.h"
 #include "support.h"
 
 /* ---- the pool --------------------------------------------------------------------------------- */
@@ -226,38 +227,6 @@ END_TEST
 
 /* ---- generated code at several thread counts ---------------------------------------------------- */
 
-#define TOL_ABS 1e-4
-#define TOL_REL 1e-5
-
-static uint64_t test_seed(void)
-{
-    const char *s = getenv("NETC_TEST_SEED");
-    if (s && *s) return strtoull(s, NULL, 10);
-    return (uint64_t)time(NULL);
-}
-
-/* Inputs, labels, weight maps, hyper inputs and running statistics (as
- * test_codegen.c fills them). */
-static void fill(const Graph *g, RefState *s, uint64_t seed)
-{
-    int64_t classes = 2;
-    if (g->noutputs > 0 && g->tensors[g->outputs[0].tensor].shape.rank > 1)
-        classes = g->tensors[g->outputs[0].tensor].shape.d[1];
-    for (int t = 0; t < g->ntensors; t++) {
-        const Tensor *te = &g->tensors[t];
-        if (te->kind == TK_INPUT) ref_fill_uniform(s, t, seed + 17 * (uint64_t)t, -1, 1);
-        if (te->kind == TK_WEIGHTMAP) ref_fill_uniform(s, t, seed + 19 * (uint64_t)t, 0, 2);
-        if (te->kind == TK_LABEL) {
-            RefRng r = { seed * 7 + (uint64_t)t };
-            for (int64_t i = 0; i < s->numel[t]; i++) ref_i32(s, t)[i] = (int32_t)(ref_rng_next(&r) % (uint64_t)classes);
-        }
-        if (te->kind == TK_HYPER) s->buf[t][0] = strcmp(te->name, "train.lr") == 0 ? 0.01f : 1.0f;
-        if (te->kind == TK_PARAM && te->dtype == DT_F32) {
-            if (strstr(te->name, "running_var")) ref_fill_uniform(s, t, seed + 31 * (uint64_t)t, 0.5, 1.5);
-            else if (strstr(te->name, "running_mean")) ref_fill_uniform(s, t, seed + 31 * (uint64_t)t, -0.2, 0.2);
-        }
-    }
-}
 
 static void copy_state(const Graph *g, RefState *dst, const RefState *src)
 {
@@ -301,10 +270,10 @@ static void threads_agree(const char *path, const char *args, bool train)
     ck_assert_msg(m != NULL, "%s: %s", path, err);
     /* a training step: a fixed seed, as in tests/test_codegen.c (fixed_seed) */
     uint64_t seed = train ? (getenv("NETC_TEST_SEED") ? strtoull(getenv("NETC_TEST_SEED"), NULL, 10) : 20261127u)
-                          : test_seed();
+                          : codegen_test_seed();
     RefState *want = ref_new(g), *start = ref_new(g), *got[2] = { ref_new(g), ref_new(g) };
     ref_init_params(g, start, seed);
-    fill(g, start, seed);
+    codegen_fill(g, start, seed);
     for (int t = 0; t < g->ntensors; t++) memcpy(want->buf[t], start->buf[t], sizeof(float) * (size_t)start->numel[t]);
     ck_assert_msg(ref_forward(g, want, train, 1, err, sizeof err) == 0, "%s", err);
     const char *entry = train ? "netc_train_forward" : "netc_forward";
