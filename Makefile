@@ -87,7 +87,7 @@ $(BUILD)/netc: $(BUILD)/obj/main.o $(BUILD)/libnetc.a | $(BUILD)/libnetcrt.a $(B
 # with (found next to the netc executable): NIfTI I/O, preprocessing, the
 # inference engine, post-processing, PNG overlays, safetensors, the thread
 # pool and the standalone main() (runtime/standalone/).  Built without SAN.
-RT_NAMES := nifti_io dataset ds_geometry ds_cache safetensors pool infer postproc overlay png
+RT_NAMES := nifti_io atomic_file dataset ds_geometry ds_cache safetensors pool infer postproc overlay png
 RT_SRC   := $(patsubst %,runtime/%.c,$(RT_NAMES)) runtime/standalone/main.c
 RT_OBJ   := $(patsubst runtime/%.c,$(BUILD)/obj/rt/%.o,$(RT_SRC))
 RT_CFLAGS = $(CSTD) $(WARN) $(OPT) -Iruntime -Icompiler -I/usr/include/cjson -I/usr/include/nifti $(CFLAGS)

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "commands.h"
 #include "metrics.h"
 #include "nifti_io.h"
@@ -352,17 +353,11 @@ static void print_tables(const Cases *cs, const int *cls, int ncls)
 
 static int write_csv(const char *path, const Cases *cs, const int *cls, int ncls, char *err, size_t errlen)
 {
-    size_t len = strlen(path) + 32;
-    char *tmp = malloc(len);
-    if (!tmp) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    snprintf(tmp, len, "%s.tmp-%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
     if (!f) {
-        snprintf(err, errlen, "%s: cannot write (%s)", path, strerror(errno));
-        free(tmp);
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
     char b[NMETRIC][40];
@@ -385,14 +380,10 @@ static int write_csv(const char *path, const Cases *cs, const int *cls, int ncls
         }
     int ok = !ferror(f);
     ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: writing failed (%s)", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    return 0;
+    int rc = ok ? atomic_write(path, text, len, err, errlen) : -1;
+    if (!ok) snprintf(err, errlen, "out of memory");
+    free(text);
+    return rc;
 }
 
 /* ---- command line ------------------------------------------------------- */

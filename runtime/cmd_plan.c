@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "commands.h"
 #include "plan.h"
 
@@ -37,31 +38,6 @@ static int plan_usage_error(const char *fmt, const char *arg)
     fprintf(stderr, "\n%.*s(run `netc plan --help` for the options)\n", (int)(strchr(usage_plan, '\n') - usage_plan + 1),
             usage_plan);
     return 2;
-}
-
-static int write_file_atomic(const char *path, const char *text, char *err, size_t errlen)
-{
-    size_t len = strlen(path) + 32;
-    char *tmp = malloc(len);
-    if (!tmp) { snprintf(err, errlen, "out of memory"); return -1; }
-    snprintf(tmp, len, "%s.tmp-%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot write (%s)", path, strerror(errno));
-        free(tmp);
-        return -1;
-    }
-    size_t n = strlen(text);
-    int ok = fwrite(text, 1, n, f) == n;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: writing failed (%s)", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    return 0;
 }
 
 int netc_plan_main(int argc, char **argv)
@@ -116,7 +92,7 @@ int netc_plan_main(int argc, char **argv)
     plan_print(stdout, &fp, &pl);
     if (json && plan_fingerprint_write_json(&fp, json, err, sizeof err) != 0) goto fail;
     if (out) {
-        if (write_file_atomic(out, text, err, sizeof err) != 0) goto fail;
+        if (atomic_write(out, text, strlen(text), err, sizeof err) != 0) goto fail;
         printf("\nwrote %s: protocol %s_3d, protocol %s_2d\n", out, stem, stem);
     } else
         printf("\n%s", text);

@@ -3,6 +3,7 @@
  * geometry is in ds_geometry.c, the cache in ds_cache.c. */
 #define _POSIX_C_SOURCE 200809L
 #include "ds_internal.h"
+#include "atomic_file.h"
 
 /* ---- dataset.json and the file lists ---------------------------------- */
 
@@ -527,7 +528,7 @@ int ds_compute_stats(Dataset *ds, const char *cache_dir, char *err, size_t errle
     rc = 0;
     if (cpath) {
         char *s = cJSON_Print(j);
-        if (mkdirs(cache_dir) != 0 || !s || ds_write_atomic(cpath, s, strlen(s), err, errlen) != 0) rc = -1;
+        if (mkdirs(cache_dir) != 0 || !s || atomic_write(cpath, s, strlen(s), err, errlen) != 0) rc = -1;
         if (rc != 0 && !s) failf(err, errlen, "out of memory");
         else if (rc != 0 && err && !err[0]) failf(err, errlen, "%s: cannot create the cache folder", cache_dir);
         free(s);

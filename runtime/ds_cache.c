@@ -3,26 +3,9 @@
  * and parameters, written atomically. */
 #define _POSIX_C_SOURCE 200809L
 #include "ds_internal.h"
+#include "atomic_file.h"
 
 /* ---- the cache ---------------------------------------------------------- */
-
-int ds_write_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen)
-{
-    char *tmp = fmt("%s.tmp-%ld", path, (long)getpid());
-    if (!tmp) return failf(err, errlen, "out of memory");
-    FILE *f = fopen(tmp, "wb");
-    if (!f) { int e = errno; free(tmp); return failf(err, errlen, "%s: %s", path, strerror(e)); }
-    int ok = fwrite(data, 1, n, f) == n;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        free(tmp);
-        return failf(err, errlen, "%s: writing failed (%s)", path, strerror(e));
-    }
-    free(tmp);
-    return 0;
-}
 
 static int host_le(void) { const uint16_t one = 1; return *(const uint8_t *)&one == 1; }
 
@@ -188,17 +171,17 @@ int ds_cache_store(const DsCase *c, const char *dir, const char *key, const DsPr
     int rc = -1;
     if (!ip || !sp || !jp || !j) { failf(err, errlen, "out of memory"); goto done; }
     if (host_le()) {
-        if (ds_write_atomic(ip, pp->image, sizeof(float) * (size_t)(n * pp->nchannels), err, errlen) != 0) goto done;
+        if (atomic_write(ip, pp->image, sizeof(float) * (size_t)(n * pp->nchannels), err, errlen) != 0) goto done;
     } else {
         float *t = malloc(sizeof(float) * (size_t)(n * pp->nchannels));
         if (!t) { failf(err, errlen, "out of memory"); goto done; }
         memcpy(t, pp->image, sizeof(float) * (size_t)(n * pp->nchannels));
         swap4(t, n * pp->nchannels);
-        int r = ds_write_atomic(ip, t, sizeof(float) * (size_t)(n * pp->nchannels), err, errlen);
+        int r = atomic_write(ip, t, sizeof(float) * (size_t)(n * pp->nchannels), err, errlen);
         free(t);
         if (r != 0) goto done;
     }
-    if (pp->labels && ds_write_atomic(sp, pp->labels, (size_t)n, err, errlen) != 0) goto done;
+    if (pp->labels && atomic_write(sp, pp->labels, (size_t)n, err, errlen) != 0) goto done;
     const DsGeom *g = &pp->geom;
     int64_t perm[3] = { g->perm[0], g->perm[1], g->perm[2] }, flip[3] = { g->flip[0], g->flip[1], g->flip[2] };
     cJSON_AddStringToObject(j, "case", c->name);
@@ -217,7 +200,7 @@ int ds_cache_store(const DsCase *c, const char *dir, const char *key, const DsPr
     add_arr_i(j, "bbox_lo", g->bbox_lo, 3);
     add_arr_i(j, "bbox_hi", g->bbox_hi, 3);
     if (!(s = cJSON_Print(j))) { failf(err, errlen, "out of memory"); goto done; }
-    if (ds_write_atomic(jp, s, strlen(s), err, errlen) != 0) goto done;
+    if (atomic_write(jp, s, strlen(s), err, errlen) != 0) goto done;
     if (old[0] && strcmp(old, key) != 0) {
         char *oi = fmt("%s/%s-%s.img", dir, c->name, old), *os = fmt("%s/%s-%s.seg", dir, c->name, old);
         if (oi) remove(oi);

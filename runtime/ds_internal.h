@@ -144,7 +144,6 @@ int ds_check_grid(const Volume *a, const char *an, const Volume *b, const char *
 double ds_percentile(const float *s, int64_t n, double q);
 
 /* ds_cache.c */
-int ds_write_atomic(const char *path, const void *data, size_t n, char *err, size_t errlen);
 uint64_t ds_case_key(const Dataset *ds, const DsCase *c, const DsParams *p);
 int ds_cache_load(const Dataset *ds, const DsCase *c, const char *dir, const char *key, DsPrepped *pp);
 int ds_cache_store(const DsCase *c, const char *dir, const char *key, const DsPrepped *pp, char *err, size_t errlen);

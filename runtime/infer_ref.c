@@ -1,6 +1,7 @@
 /* infer_ref.c — see infer_ref.h. */
 #define _POSIX_C_SOURCE 200809L
 #include "infer_ref.h"
+#include "dataset.h"
 #include "exec.h"
 
 #include <math.h>
@@ -11,62 +12,6 @@
 #include "nifti_io.h"
 #include "ref.h"
 #include "safetensors.h"
-
-static int compare_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
-/* The protocol's normalisation of one channel, in place. */
-static int normalise(float *x, int64_t n, const Normalization *nm, char *err, size_t errlen)
-{
-    double lo = -INFINITY, hi = INFINITY;
-    switch (nm->kind) {
-    case NORM_NONE: return 0;
-    case NORM_CT:
-        snprintf(err, errlen, "`normalize ct` needs the dataset's intensity statistics, which `netc plan` will record; "
-                 "for now use clip(lo .. hi) or zscore");
-        return -1;
-    case NORM_CLIP: lo = nm->lo; hi = nm->hi; break;
-    case NORM_PERCENTILES: {
-        float *s = malloc(sizeof(float) * (size_t)n);
-        if (!s) { snprintf(err, errlen, "out of memory"); return -1; }
-        memcpy(s, x, sizeof(float) * (size_t)n);
-        qsort(s, (size_t)n, sizeof(float), compare_float);
-        lo = s[(int64_t)floor(nm->lo / 100.0 * (double)(n - 1))];
-        hi = s[(int64_t)ceil(nm->hi / 100.0 * (double)(n - 1))];
-        free(s);
-        break;
-    }
-    default: break;
-    }
-    bool nonzero = nm->kind == NORM_ZSCORE_NONZERO;
-    double sum = 0, sq = 0, mn = INFINITY, mx = -INFINITY;
-    int64_t count = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double v = x[i] < lo ? lo : x[i] > hi ? hi : x[i];
-        x[i] = (float)v;
-        if (nonzero && v == 0) continue;
-        sum += v; sq += v * v; count++;
-        if (v < mn) mn = v;
-        if (v > mx) mx = v;
-    }
-    if (count == 0) return 0;
-    if (nm->kind == NORM_RESCALE) {
-        double r = mx > mn ? mx - mn : 1;
-        for (int64_t i = 0; i < n; i++) x[i] = (float)((x[i] - mn) / r);
-        return 0;
-    }
-    double mean = sum / (double)count, var = sq / (double)count - mean * mean;
-    double sd = sqrt(var > 0 ? var : 0);
-    if (sd < 1e-8) sd = 1e-8;   /* as nnU-Net: max(std, 1e-8) */
-    for (int64_t i = 0; i < n; i++) {
-        if (nonzero && x[i] == 0) continue;
-        x[i] = (float)((x[i] - mean) / sd);
-    }
-    return 0;
-}
 
 /* Spatial size of a volume in tensor order (D, H, W) = (nz, ny, nx). */
 static bool same_grid(const Volume *v, const Protocol *pr, char *err, size_t errlen, const char *path)
@@ -135,7 +80,13 @@ int infer_ref_run(const Graph *g, const Protocol *pr, const RefRunOptions *o, ch
             int64_t offset = g->ninputs > 1 ? 0 : (int64_t)channel * per;
             float *dst = s->buf[g->inputs[input].tensor] + offset;
             memcpy(dst, v.data + c * per, sizeof(float) * (size_t)per);
-            if (normalise(dst, per, &pr->norm, err, errlen) != 0) { vol_free(&v); goto done; }
+            if (pr->norm.kind == NORM_CT) {
+                snprintf(err, errlen, "`normalize ct` needs the dataset's intensity statistics, which `netc run` does not "
+                         "have: use `netc infer` with weights from `netc train` (they carry them), or clip(lo .. hi)");
+                vol_free(&v);
+                goto done;
+            }
+            if (ds_normalize(dst, per, NULL, &pr->norm, NULL, err, errlen) != 0) { vol_free(&v); goto done; }
         }
         if (i == 0) first = v;
         else vol_free(&v);

@@ -2,6 +2,7 @@
  * give for it (plan.h, docs/plan.md). */
 #define _POSIX_C_SOURCE 200809L
 #include "plan.h"
+#include "atomic_file.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -201,31 +202,6 @@ done:
     return rc;
 }
 
-static int write_atomic(const char *path, const char *text, char *err, size_t errlen)
-{
-    size_t len = strlen(path) + 32;
-    char *tmp = malloc(len);
-    if (!tmp) return failf(err, errlen, "out of memory");
-    snprintf(tmp, len, "%s.tmp-%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        int e = errno;
-        free(tmp);
-        return failf(err, errlen, "%s: cannot write (%s)", path, strerror(e));
-    }
-    size_t n = strlen(text);
-    int ok = fwrite(text, 1, n, f) == n;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        free(tmp);
-        return failf(err, errlen, "%s: writing failed (%s)", path, strerror(e));
-    }
-    free(tmp);
-    return 0;
-}
-
 static cJSON *arr3d(const double *v)
 {
     cJSON *a = cJSON_CreateArray();
@@ -286,7 +262,7 @@ int plan_fingerprint_write_json(const PlanFingerprint *fp, const char *path, cha
     if (!t2) { free(text); return failf(err, errlen, "out of memory"); }
     t2[n] = '\n';
     t2[n + 1] = 0;
-    int rc = write_atomic(path, t2, err, errlen);
+    int rc = atomic_write(path, t2, strlen(t2), err, errlen);
     free(t2);
     return rc;
 }

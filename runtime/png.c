@@ -14,6 +14,7 @@
 #include <zlib.h>
 
 #include "png.h"
+#include "atomic_file.h"
 
 static void put32(uint8_t *p, uint32_t v)
 {
@@ -99,30 +100,7 @@ int png_write_rgb(const char *path, const uint8_t *rgb, int w, int h, char *err,
     size_t len;
     if (png_encode_rgb(rgb, w, h, &png, &len, err, errlen) != 0)
         return -1;
-    size_t tl = strlen(path) + 32;
-    char *tmp = malloc(tl);
-    if (!tmp) {
-        free(png);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    snprintf(tmp, tl, "%s.tmp-%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot write (%s)", path, strerror(errno));
-        free(png);
-        free(tmp);
-        return -1;
-    }
-    int ok = fwrite(png, 1, len, f) == len;
-    ok = fclose(f) == 0 && ok;
+    int rc = atomic_write(path, png, len, err, errlen);
     free(png);
-    if (!ok || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: writing failed (%s)", path, strerror(errno));
-        remove(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    return 0;
+    return rc;
 }

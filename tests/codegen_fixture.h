@@ -6,6 +6,8 @@
 
 #include <stdint.h>
 
+#include <check.h>
+
 #include "graph.h"
 #include "ref.h"
 
@@ -30,5 +32,8 @@ uint64_t codegen_fixed_seed(void);
  * 1) and running statistics (means -0.2..0.2, variances 0.5..1.5) from
  * the seed. */
 void codegen_fill(const Graph *g, RefState *s, uint64_t seed);
+
+/* The codegen suite's large-reduction case (tests/test_codegen_large.c). */
+TCase *codegen_large_tcase(void);
 
 #endif
