@@ -27,7 +27,7 @@ TEST_SRC     := $(wildcard tests/*.c)
 TEST_OBJ     := $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(TEST_SRC))
 DEPSTAMP     := $(BUILD)/.setup-ok
 
-.PHONY: all test test-unit test-asan test-valgrind demo deploy-demo bench fuzz clean setup help generated
+.PHONY: gpu-check all test test-unit test-asan test-valgrind demo deploy-demo bench fuzz clean setup help generated
 all: $(BUILD)/netc
 
 help:
@@ -74,7 +74,8 @@ $(BUILD)/obj/runtime/%.o: runtime/%.c $(BUILD)/gen/parser.h | $(DEPSTAMP)
 
 $(BUILD)/obj/tests/%.o: tests/%.c $(BUILD)/gen/parser.h | $(DEPSTAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(CHECK_CFLAGS) -DNETC_SOURCE_DIR='"$(CURDIR)"' -MMD -c -o $@ $<
+	$(CC) $(CFLAGS_ALL) $(CHECK_CFLAGS) -DNETC_SOURCE_DIR='"$(CURDIR)"' \
+	    -DNETC_CUDA_EMU='"$(abspath $(BUILD))/libnetc_cuda_emu.so"' -MMD -c -o $@ $<
 
 $(BUILD)/libnetc.a: $(LIB_OBJ)
 	@rm -f $@
@@ -105,8 +106,29 @@ $(BUILD)/include/netc_standalone.h: runtime/standalone/standalone.h
 	@mkdir -p $(dir $@)
 	cp $< $@
 
-$(BUILD)/test_netc: $(TEST_OBJ) $(BUILD)/libnetc.a
+$(BUILD)/test_netc: $(TEST_OBJ) $(BUILD)/libnetc.a | $(BUILD)/libnetc_cuda_emu.so
 	$(CC) $(CFLAGS_ALL) -o $@ $^ $(CHECK_LIBS) $(LIBS)
+
+# A stand-in CUDA driver that runs the printed CUDA C on the CPU, so make test
+# checks the GPU backend without a GPU (tests/cuda_emu/emu.c, runtime/cuda.h).
+# Built without sanitizers: it is dlopen'ed.
+$(BUILD)/libnetc_cuda_emu.so: tests/cuda_emu/emu.c | $(DEPSTAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) -O2 -g -fPIC -shared -o $@ $< -ldl
+
+# The GPU check (tools/gpu_check.c, scripts/gpu_check.sh): no LLVM, no Check,
+# so it runs on a GPU machine that has neither.  Needs only the NVIDIA driver
+# and NVRTC at run time (dlopen'ed), and cc for the CPU comparison.
+GPU_CHECK_OBJ := $(BUILD)/obj/tools/gpu_check.o $(BUILD)/obj/tools/no_llvm.o $(BUILD)/obj/tests/codegen_compare.o
+
+$(BUILD)/obj/tools/%.o: tools/%.c $(BUILD)/gen/parser.h | $(DEPSTAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests -MMD -c -o $@ $<
+
+$(BUILD)/gpu_check: $(GPU_CHECK_OBJ) $(BUILD)/libnetc.a
+	$(CC) $(CFLAGS_ALL) -o $@ $^ -Wl,--as-needed -lcjson -lniftiio -lznz -lz -lm -ldl -lpthread -rdynamic
+
+gpu-check: $(BUILD)/gpu_check
 
 # ---- tests -------------------------------------------------------------
 # tests/cli_test.sh first, then every other tests/cli_*.sh (each sources tests/cli_lib.sh)

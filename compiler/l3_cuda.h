@@ -29,6 +29,10 @@ typedef struct {
  * by a comment block holding the launch table of each entry as a C array. */
 void l3_print_cuda(FILE *out, const L3Module *m);
 
+/* Kernels first .. first+count-1 alone, with the preamble and no launch
+ * table: one of several programs NVRTC compiles in parallel (runtime/cuda.c). */
+void l3_print_cuda_kernels(FILE *out, const L3Module *m, int first, int count);
+
 /* The launches of entry `entry`, in order: *out is malloc'ed (free it with
  * l3_cuda_launches_free).  Returns the count, or -1 (and *out = NULL) when
  * `entry` is not an entry of m. */

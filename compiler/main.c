@@ -40,7 +40,7 @@ static const char *usage_main =
     "               output shape, parameter count and FLOPs\n"
     "  graph FILE   print the L1 graph as Graphviz DOT (--dot) or JSON (--json)\n"
     "  ops          list every op with its arguments and defaults\n"
-    "  run FILE     segment a volume (--input, --output; --backend ref, c or llvm)\n"
+    "  run FILE     segment a volume (--input, --output; --backend ref, c, llvm or cuda)\n"
     "  emit FILE    write the generated code: --target c|cuda|llvm-ir|asm|obj -o DIR\n"
     "  train FILE   train on a dataset in nnU-Net's format (--data DIR --out RUN)\n"
     "  init FILE    write freshly initialised weights as safetensors (-o)\n"
@@ -96,7 +96,7 @@ static const char *usage_graph =
 
 static const char *usage_run =
     "usage: netc run FILE --input IMG.nii.gz [--input ...] --output OUT.nii.gz\n"
-    "                [--weights W.safetensors [--map NAMES.txt]] [--backend ref|c|llvm]\n"
+    "                [--weights W.safetensors [--map NAMES.txt]] [--backend ref|c|llvm|cuda]\n"
     "                [--probabilities] [--seed N] [--protocol NAME] [--net NAME] [-D KEY=VALUE ...]\n"
     "\n"
     "Segments one volume with the net compiled for the protocol: reads the input\n"
@@ -110,7 +110,8 @@ static const char *usage_run =
     "                (`netc check` lists them); --map renames `theirs ours` lines;\n"
     "                without --weights the parameters are initialised from --seed\n"
     "  --backend B   ref (the reference executor, the default), c (generated C built\n"
-    "                with the system C compiler) or llvm (generated code, LLVM JIT)\n"
+    "                with the system C compiler), llvm (generated code, LLVM JIT) or\n"
+    "                cuda (the same kernels on an NVIDIA GPU: NVRTC and the driver)\n"
     "\n"
     "Exit status: 0 written, 1 an input or the net is wrong, 2 bad command line.\n";
 
@@ -353,8 +354,8 @@ static int cmd_run_or_init(const char *cmd, int argc, char **argv)
     if (rc == 0 && !o.out) rc = usage_error(cmd, "%s", is_init ? "-o W.safetensors is required" : "--output is required");
     if (rc == 0 && !is_init && o.ninputs == 0) rc = usage_error(cmd, "%s", "--input is required");
     if (rc == 0 && o.backend && strcmp(o.backend, "ref") != 0 && strcmp(o.backend, "c") != 0 &&
-        strcmp(o.backend, "llvm") != 0)
-        rc = usage_error(cmd, "unknown backend `%s`; use ref, c or llvm", o.backend);
+        strcmp(o.backend, "llvm") != 0 && strcmp(o.backend, "cuda") != 0)
+        rc = usage_error(cmd, "unknown backend `%s`; use ref, c, llvm or cuda", o.backend);
     if (rc == 0 && is_init && o.backend)
         rc = usage_error(cmd, "%s", "--backend is an option of run");
     if (rc == 0 && o.train) rc = usage_error(cmd, "%s", "--train is an option of check and graph");

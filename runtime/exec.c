@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cbackend.h"
+#include "cuda.h"
 #include "fuse.h"
 #include "l3_llvm.h"
 #include "lower.h"
@@ -18,6 +19,11 @@ struct NetcExec {
     L3Module *m;
     CBackend *cb;
     L3Llvm *jit;
+    NetcCuda *cuda;       /* backend "cuda": the module on the GPU (entries run by name) */
+    size_t *bytes;        /* cuda: per tensor, then the arena */
+    void **dt;            /* cuda: t, then the arena (what is uploaded) */
+    const char *ename;    /* the whole step's entry */
+    bool halves;          /* cuda: netc_grads and netc_update exist */
     NetcEntry entry, grads, update;   /* grads/update: the halves of a training step (NULL otherwise) */
     void *arena;
     void **t;
@@ -28,6 +34,9 @@ void exec_free(NetcExec *x)
     if (!x) return;
     cbackend_free(x->cb);
     l3_llvm_free(x->jit);
+    cuda_free(x->cuda);
+    free(x->bytes);
+    free(x->dt);
     l3_module_free(x->m);
     memplan_free(x->mp);
     fusion_plan_free(x->fp);
@@ -38,9 +47,9 @@ void exec_free(NetcExec *x)
 
 NetcExec *exec_new(const Graph *g, bool training, const char *backend, char *err, size_t errlen)
 {
-    bool c = strcmp(backend, "c") == 0, llvm = strcmp(backend, "llvm") == 0;
-    if (!c && !llvm) {
-        snprintf(err, errlen, "unknown backend `%s` (ref, c or llvm)", backend);
+    bool c = strcmp(backend, "c") == 0, llvm = strcmp(backend, "llvm") == 0, gpu = strcmp(backend, "cuda") == 0;
+    if (!c && !llvm && !gpu) {
+        snprintf(err, errlen, "unknown backend `%s` (ref, c, llvm or cuda)", backend);
         return NULL;
     }
     NetcExec *x = calloc(1, sizeof *x);
@@ -53,23 +62,35 @@ NetcExec *exec_new(const Graph *g, bool training, const char *backend, char *err
     if (!x->m) { exec_free(x); return NULL; }
     const char *name = training ? "netc_train_forward" : "netc_forward";
     bool halves = training && x->m->nentries >= 3;
+    x->ename = name;
     if (c) {
         x->cb = cbackend_compile(x->m, err, errlen);
         if (x->cb) x->entry = cbackend_entry(x->cb, name);
         if (x->cb && halves) x->grads = cbackend_entry(x->cb, "netc_grads"), x->update = cbackend_entry(x->cb, "netc_update");
+    } else if (gpu) {
+        x->cuda = cuda_load(x->m, err, errlen);
+        bool ok = x->cuda && cuda_entry_launches(x->cuda, name) >= 0 &&
+                  (!halves || (cuda_entry_launches(x->cuda, "netc_grads") >= 0 && cuda_entry_launches(x->cuda, "netc_update") >= 0));
+        if (x->cuda && !ok) snprintf(err, errlen, "the generated code has no entry %s", name);
+        if (!ok) { exec_free(x); return NULL; }
+        x->halves = halves;
     } else {
         x->jit = l3_llvm_jit(x->m, err, errlen);
         if (x->jit) x->entry = l3_llvm_entry(x->jit, name);
         if (x->jit && halves) x->grads = l3_llvm_entry(x->jit, "netc_grads"), x->update = l3_llvm_entry(x->jit, "netc_update");
     }
-    if (!x->entry) {
+    if (!x->entry && !x->cuda) {
         if (x->cb || x->jit) snprintf(err, errlen, "the generated code has no entry %s", name);
         exec_free(x);
         return NULL;
     }
     x->arena = aligned_alloc(MEMPLAN_ALIGN, (size_t)((x->mp->arena_bytes + MEMPLAN_ALIGN - 1) / MEMPLAN_ALIGN + 1) * MEMPLAN_ALIGN);
     x->t = calloc((size_t)(g->ntensors > 0 ? g->ntensors : 1), sizeof *x->t);
-    if (!x->arena || !x->t) { snprintf(err, errlen, "out of memory (arena of %lld bytes)", (long long)x->mp->arena_bytes); exec_free(x); return NULL; }
+    if (x->cuda) {
+        x->bytes = calloc((size_t)g->ntensors + 1, sizeof *x->bytes);
+        x->dt = calloc((size_t)g->ntensors + 1, sizeof *x->dt);
+    }
+    if (!x->arena || !x->t || (x->cuda && (!x->bytes || !x->dt))) { snprintf(err, errlen, "out of memory (arena of %lld bytes)", (long long)x->mp->arena_bytes); exec_free(x); return NULL; }
     return x;
 }
 
@@ -98,32 +119,55 @@ static void copy_ports(NetcExec *x, RefState *s)
     }
 }
 
+/* cuda: every bound tensor and the whole arena go to the GPU, the entry
+ * runs there, and everything comes back (the arena too, so exec_tensor reads
+ * gradients and activations as with the CPU backends). */
+static int cuda_entry(NetcExec *x, RefState *s, const char *name, char *err, size_t errlen)
+{
+    const Graph *g = x->g;
+    for (int i = 0; i < g->ntensors; i++) {
+        x->dt[i] = x->t[i];
+        x->bytes[i] = x->t[i] ? 4 * (size_t)s->numel[i] : 0;   /* float and int32 alike */
+    }
+    x->dt[g->ntensors] = x->arena;
+    x->bytes[g->ntensors] = (size_t)x->mp->arena_bytes;
+    return cuda_run(x->cuda, name, x->dt, x->bytes, g->ntensors + 1, err, errlen);
+}
+
 int exec_run(NetcExec *x, RefState *s, char *err, size_t errlen)
 {
     if (bind(x, s, err, errlen) != 0) return -1;
-    x->entry(x->t);
+    if (x->cuda) {
+        if (cuda_entry(x, s, x->ename, err, errlen) != 0) return -1;
+    } else
+        x->entry(x->t);
     copy_ports(x, s);
     return 0;
 }
 
 int exec_grads(NetcExec *x, RefState *s, char *err, size_t errlen)
 {
-    if (!x->grads) { snprintf(err, errlen, "not a training step with an optimizer update"); return -1; }
+    if (!x->grads && !x->halves) { snprintf(err, errlen, "not a training step with an optimizer update"); return -1; }
     if (bind(x, s, err, errlen) != 0) return -1;
-    x->grads(x->t);
+    if (x->cuda) {
+        if (cuda_entry(x, s, "netc_grads", err, errlen) != 0) return -1;
+    } else
+        x->grads(x->t);
     copy_ports(x, s);
     return 0;
 }
 
 int exec_update(NetcExec *x, RefState *s, char *err, size_t errlen)
 {
-    (void)s;
-    if (!x->update) { snprintf(err, errlen, "not a training step with an optimizer update"); return -1; }
+    if (!x->update && !x->halves) { snprintf(err, errlen, "not a training step with an optimizer update"); return -1; }
+    if (x->cuda) return cuda_entry(x, s, "netc_update", err, errlen);   /* the (maybe clipped) gradients go back up */
     x->update(x->t);   /* after exec_grads: same bindings, the gradients still in the arena */
     return 0;
 }
 
 float *exec_tensor(NetcExec *x, int t) { return t >= 0 && t < x->g->ntensors ? x->t[t] : NULL; }
+
+NetcCuda *exec_cuda(NetcExec *x) { return x->cuda; }
 
 int exec_kernels(const NetcExec *x) { return x->fp->nkernels; }
 int64_t exec_arena_bytes(const NetcExec *x) { return x->mp->arena_bytes; }

@@ -1,7 +1,7 @@
 /* exec.h — run a graph through generated code: fuse, plan memory, lower to
  * the L3 loop IR, build with a backend (the C compiler or the LLVM JIT),
  * and execute in one planned arena.  The engine behind
- * `netc run --backend c|llvm`; the reference executor (ref.h) remains the
+ * `netc run --backend c|llvm|cuda`; the reference executor (ref.h) remains the
  * `ref` backend.
  *
  * State lives in a RefState (one buffer per tensor): parameters, optimizer
@@ -19,9 +19,9 @@
 
 typedef struct NetcExec NetcExec;
 
-/* backend: "c" or "llvm".  training: the graph is a training step (batch
- * statistics; with autodiff's nodes, gradients and updates).  NULL with a
- * message in err. */
+/* backend: "c", "llvm" or "cuda" (runtime/cuda.h).  training: the graph is
+ * a training step (batch statistics; with autodiff's nodes, gradients and
+ * updates).  NULL with a message in err. */
 NetcExec *exec_new(const Graph *g, bool training, const char *backend, char *err, size_t errlen);
 /* One run.  Update nodes write the new parameter values over their
  * parameters (in place) in s. */
@@ -36,6 +36,9 @@ int exec_update(NetcExec *x, RefState *s, char *err, size_t errlen);
  * (kept inside a kernel). */
 float *exec_tensor(NetcExec *x, int t);
 int exec_kernels(const NetcExec *x);
+/* The GPU module (backend "cuda"; NULL otherwise): after a run, entries can
+ * be launched again on the data already there (timing; see cuda.h). */
+struct NetcCuda *exec_cuda(NetcExec *x);
 int64_t exec_arena_bytes(const NetcExec *x);
 void exec_free(NetcExec *x);
 

@@ -82,8 +82,10 @@ expect 0 "netc run with the same seed" -- "$NETC" run netdefs/unet2d.net "${smal
 cmp -s "$tmp/a.nii" "$tmp/b.nii" && ok || bad "the same weights gave different label maps"
 expect 0 "netc run --probabilities" -- "$NETC" run netdefs/unet2d.net "${small[@]}" --probabilities \
     --input "$tmp/in.nii" --output "$tmp/p.nii.gz"
-# generated code (C compiler, LLVM JIT) gives the reference's probabilities
-for be in ref c llvm; do
+# generated code (C compiler, LLVM JIT, the CUDA kernels run by the CPU
+# stand-in for the driver, tests/cuda_emu) gives the reference's probabilities
+for be in ref c llvm cuda; do
+    NETC_CUDA_DRIVER="$(dirname "$NETC")/libnetc_cuda_emu.so" \
     expect 0 "netc run --backend $be" -- "$NETC" run netdefs/unet2d.net "${small[@]}" --seed 7 --backend $be \
         --probabilities --input "$tmp/in.nii" --output "$tmp/prob_$be.nii"
 done
@@ -95,13 +97,18 @@ def load(b):
     off = int(np.frombuffer(raw[108:112], "<f4")[0])
     return np.frombuffer(raw[off:], "<f4")
 r = load("ref")
-for b in ("c", "llvm"):
+for b in ("c", "llvm", "cuda"):
     e = float(np.abs(load(b) - r).max())
     if not e < 1e-4:
         sys.exit("%s: max difference %g" % (b, e))
 PY
-expect 2 "netc run --backend unknown" -- "$NETC" run netdefs/unet2d.net "${small[@]}" --backend cuda \
+expect 2 "netc run --backend unknown" -- "$NETC" run netdefs/unet2d.net "${small[@]}" --backend tpu \
     --input "$tmp/in.nii" --output "$tmp/z.nii"
+NETC_CUDA_DRIVER=/nonexistent/libcuda.so.1 \
+expect 1 "netc run --backend cuda without a driver" -- "$NETC" run netdefs/unet2d.net "${small[@]}" --backend cuda \
+    --input "$tmp/in.nii" --output "$tmp/z.nii"
+contains "netc run --backend cuda without a driver" "no CUDA driver"
+[ -e "$tmp/z.nii" ] && bad "a run without a driver wrote an output" || ok
 expect 1 "netc run: wrong input size" -- "$NETC" run netdefs/unet2d.net -D base=4 --input "$tmp/in.nii" --output "$tmp/c.nii"
 contains "netc run: wrong input size" "is compiled for 1 x 256 x 256"
 [ -e "$tmp/c.nii" ] && bad "a failed run wrote an output" || ok

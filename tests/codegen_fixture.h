@@ -10,10 +10,7 @@
 
 #include "graph.h"
 #include "ref.h"
-
-/* |got - want| <= TOL_ABS * max|want| + TOL_REL * |want| */
-#define TOL_ABS 1e-4
-#define TOL_REL 1e-5
+#include "codegen_compare.h"
 
 /* A fresh seed per run (the time), or NETC_TEST_SEED; tests print it on
  * failure. */
@@ -27,11 +24,10 @@ uint64_t codegen_test_seed(void);
  * make CI flaky; single ops keep a fresh seed per run. */
 uint64_t codegen_fixed_seed(void);
 
-/* Fill g's inputs (uniform -1..1), voxel weight maps (0..2), labels
- * (classes from the first output's channels), hyper inputs (lr 0.01, step
- * 1) and running statistics (means -0.2..0.2, variances 0.5..1.5) from
- * the seed. */
-void codegen_fill(const Graph *g, RefState *s, uint64_t seed);
+/* codegen_fill (codegen_compare.h) fills g's inputs (uniform -1..1), voxel
+ * weight maps (0..2), labels (classes from the first output's channels),
+ * hyper inputs (lr 0.01, step 1) and running statistics (means -0.2..0.2,
+ * variances 0.5..1.5) from the seed. */
 
 /* The codegen suite's large-reduction case (tests/test_codegen_large.c). */
 TCase *codegen_large_tcase(void);

@@ -30,154 +30,19 @@
 #include "support.h"
 #include "ref_fixture.h"
 
-/* A value that is 0 in exact arithmetic (the gradient of a bias right
- * before a normalization) is rounding noise of the sums that make it, so
- * it is judged against the graph's scale: 1e-5 of the largest activation
- * or gradient anywhere in the graph. */
+/* Noise-level values are judged against the graph's scale (see
+ * codegen_compare.c). */
 #define TOL_FLOOR (1e-5 * graph_top)
-
-/* After a step: every update output becomes its parameter; step + 1. */
-static void advance(const Graph *g, RefState *s)
-{
-    for (int i = 0; i < g->nnodes; i++) {
-        const Node *n = &g->nodes[i];
-        if (n->op != OP_SGD_UPDATE && n->op != OP_ADAM_UPDATE) continue;
-        memcpy(s->buf[n->in[0]], s->buf[n->out], sizeof(float) * (size_t)s->numel[n->out]);
-    }
-    for (int t = 0; t < g->ntensors; t++)
-        if (g->tensors[t].kind == TK_HYPER && strcmp(g->tensors[t].name, "train.step") == 0) s->buf[t][0] += 1;
-}
 
 /* Run g `steps` times with the reference and with generated C from the same
  * inputs and parameters; compare every float tensor: activations,
  * gradients, losses, updated parameters, optimizer state and running
- * statistics. */
+ * statistics (tests/codegen_compare.c). */
 static void compare_graph_steps(const char *what, const Graph *g, bool training, uint64_t seed, int steps, bool fused)
 {
-    char err[1500];
-    FusionPlan *fp = fused ? fuse_graph(g, training) : NULL;
-    L3Module *m = fused ? lower_graph_fused(g, fp, training, err, sizeof err) : lower_graph(g, training, err, sizeof err);
-    ck_assert_msg(m != NULL, "%s: %s", what, err);
-    if (fused) ck_assert_int_eq(m->nkernels, fp->nkernels);   /* one function per planned kernel */
-    CBackend *cb = cbackend_compile(m, err, sizeof err);
-    ck_assert_msg(cb != NULL, "%s: %s", what, err);
-    NetcEntry run = cbackend_entry(cb, training ? "netc_train_forward" : "netc_forward");
-    ck_assert_ptr_nonnull(run);
-
-    RefState *want = ref_new(g), *got = ref_new(g);
-    ck_assert(want && got);
-    ref_init_params(g, want, seed);
-    codegen_fill(g, want, seed);
-    for (int t = 0; t < g->ntensors; t++) memcpy(got->buf[t], want->buf[t], sizeof(float) * (size_t)want->numel[t]);
-    for (int step = 0; step < steps; step++) {
-        if (step > 0) {
-            advance(g, want);
-            advance(g, got);
-        }
-        for (int t = 0; t < g->ntensors; t++)   /* poison: every activation must be written */
-            if (g->tensors[t].kind == TK_ACTIVATION)
-                for (int64_t i = 0; i < got->numel[t]; i++) got->buf[t][i] = NAN;
-        ck_assert_msg(ref_forward(g, want, training, 1, err, sizeof err) == 0, "%s: %s", what, err);
-        run((void **)got->buf);
-    }
-    int checked = 0;
-    double graph_top = 0;
-    for (int t = 0; t < g->ntensors; t++)
-        if (g->tensors[t].kind == TK_ACTIVATION && g->tensors[t].dtype == DT_F32)
-            for (int64_t i = 0; i < want->numel[t]; i++) graph_top = fmax(graph_top, fabs(want->buf[t][i]));
-    /* A parameter whose gradient is 0 in exact arithmetic (a conv bias right
-     * before a normalization) only sees rounding noise; Adam scales noise to
-     * full-size steps in arbitrary directions, so its updated value and
-     * optimizer state are not comparable (tools/ref_vs_torch.py skips the
-     * same parameters against torch.optim). */
-    bool *noise = calloc((size_t)(g->ntensors > 0 ? g->ntensors : 1), sizeof *noise);
-    for (int i = 0; i < g->nnodes; i++) {
-        const Node *n = &g->nodes[i];
-        if (n->op != OP_ADAM_UPDATE) continue;
-        double gm = 0;
-        for (int64_t k = 0; k < want->numel[n->in[1]]; k++) gm = fmax(gm, fabs(want->buf[n->in[1]][k]));
-        if (gm > 1e-5 * graph_top) continue;
-        noise[n->out] = noise[n->in[0]] = true;
-        for (int k = 0; k < n->nparams; k++) noise[g->params[n->params[k]].tensor] = true;
-    }
-    /* Adam's first step is about lr * sign(g) per element, so an element
-     * whose gradient is rounding noise may step either way: the updated
-     * parameters are not compared with the reference.  Instead the moments
-     * (optimizer state parameters) are compared strictly with the
-     * reference like every other tensor, and the new parameter values are
-     * checked against Adam's formula recomputed in double from the
-     * generated moments. */
-    int *adam_grad = malloc(sizeof(int) * (size_t)(g->ntensors > 0 ? g->ntensors : 1));
-    for (int t = 0; t < g->ntensors; t++) adam_grad[t] = -1;
-    for (int i = 0; i < g->nnodes; i++)
-        if (g->nodes[i].op == OP_ADAM_UPDATE) {
-            adam_grad[g->nodes[i].out] = g->nodes[i].in[1];
-            adam_grad[g->nodes[i].in[0]] = g->nodes[i].in[1];   /* the parameter, after advance() */
-        }
-    /* relu-like derivatives jump at 0: where the forward input is within
-     * rounding of the kink, the two sides may legitimately disagree. */
-    int *kink = malloc(sizeof(int) * (size_t)(g->ntensors > 0 ? g->ntensors : 1));
-    for (int t = 0; t < g->ntensors; t++) kink[t] = -1;
-    for (int i = 0; i < g->nnodes; i++) {
-        const Node *n = &g->nodes[i];
-        if (n->op != OP_GRAD || n->at.grad_operand != 0) continue;
-        OpKind fo = g->nodes[n->at.grad_node].op;
-        if (fo == OP_RELU || fo == OP_LEAKY_RELU || fo == OP_PRELU) kink[n->out] = g->nodes[n->at.grad_node].in[0];
-    }
-    for (int t = 0; t < g->ntensors; t++) {
-        const Tensor *te = &g->tensors[t];
-        if (fp && !fp->materialized[t] && te->kind == TK_ACTIVATION) {
-            /* kept inside its kernel: never written to memory */
-            for (int64_t i = 0; i < got->numel[t]; i++)
-                ck_assert_msg(isnan(got->buf[t][i]), "%s: %s is kept inside a kernel but was written", what, te->name);
-            continue;
-        }
-        if (te->dtype != DT_F32 || (te->kind != TK_ACTIVATION && te->kind != TK_PARAM) || noise[t]) continue;
-        double xtop = 0;
-        if (kink[t] >= 0)
-            for (int64_t i = 0; i < want->numel[kink[t]]; i++) xtop = fmax(xtop, fabs(want->buf[kink[t]][i]));
-        double top = 0;
-        for (int64_t i = 0; i < want->numel[t]; i++) top = fmax(top, fabs(want->buf[t][i]));
-        for (int64_t i = 0; i < want->numel[t]; i++) {
-            double a = got->buf[t][i], b = want->buf[t][i];
-            if (adam_grad[t] >= 0) continue;   /* checked below */
-            if (kink[t] >= 0 && fabs(want->buf[kink[t]][i]) < 1e-4 * xtop) continue;
-            if (getenv("NETC_DEBUG") && !(fabs(a - b) <= TOL_ABS * top + TOL_REL * fabs(b) + TOL_FLOOR || (isnan(a) && isnan(b))))
-                for (int u = 0; u < g->ntensors; u++)
-                    if (want->numel[u] > i && g->tensors[u].dtype == DT_F32)
-                        fprintf(stderr, "  t%d %s: want %g got %g\n", u, g->tensors[u].name, want->buf[u][i], got->buf[u][i]);
-            ck_assert_msg(fabs(a - b) <= TOL_ABS * top + TOL_REL * fabs(b) + TOL_FLOOR || (isnan(a) && isnan(b)),
-                          "%s (seed %llu): %s[%lld]: generated %.9g, reference %.9g (max |ref| %g)", what,
-                          (unsigned long long)seed, te->name, (long long)i, a, b, top);
-        }
-        checked++;
-    }
-    for (int i = 0; i < g->nnodes; i++) {
-        const Node *n = &g->nodes[i];
-        if (n->op != OP_ADAM_UPDATE || steps != 1) continue;
-        const OpAttrs *at = &n->at;
-        double lr = got->buf[n->in[2]][0], st = got->buf[n->in[3]][0];
-        double bc1 = 1 - pow(at->opt_beta1, st), bc2 = 1 - pow(at->opt_beta2, st);
-        const float *m = got->buf[g->params[n->params[0]].tensor], *v = got->buf[g->params[n->params[1]].tensor];
-        for (int64_t k = 0; k < got->numel[n->out]; k++) {
-            double w = got->buf[n->in[0]][k];
-            if (at->opt_decoupled) w *= 1 - lr * at->opt_weight_decay;
-            double want_w = w - lr / bc1 * m[k] / (sqrt(v[k]) / sqrt(bc2) + at->opt_eps);
-            ck_assert_msg(fabs(got->buf[n->out][k] - want_w) <= 1e-6 * (1 + fabs(want_w)) + 1e-3 * lr,
-                          "%s: %s[%lld]: generated %.9g, Adam from its moments %.9g", what, n->name, (long long)k,
-                          got->buf[n->out][k], want_w);
-        }
-        checked++;
-    }
-    ck_assert_int_gt(checked, 0);
-    free(noise);
-    free(kink);
-    free(adam_grad);
-    ref_free(want);
-    ref_free(got);
-    cbackend_free(cb);
-    l3_module_free(m);
-    if (fp) fusion_plan_free(fp);
+    char msg[2000];
+    int rc = codegen_compare(what, g, training, seed, steps, fused, CG_C, NULL, msg, sizeof msg);
+    ck_assert_msg(rc == 0, "%s", msg);
 }
 
 static void compare_graph(const char *what, const Graph *g, bool training, uint64_t seed)
@@ -756,7 +621,7 @@ static void planned(const char *path, const char *args, const char *opt)
     }
     ck_assert_msg(ref_forward(g, want, training, 1, err, sizeof err) == 0, "%s", err);
     run(t);
-    advance(g, want);
+    codegen_advance(g, want);
     int ports[256], np = 0;
     for (int i = 0; i < g->noutputs && np < 256; i++) ports[np++] = g->outputs[i].tensor;
     for (int i = 0; i < g->nlosses && np < 256; i++) ports[np++] = g->losses[i].tensor;

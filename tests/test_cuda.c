@@ -19,6 +19,10 @@
 #include "fuse.h"
 #include "lower.h"
 #include "nvrtc.h"
+#include "cuda.h"
+#include "codegen_fixture.h"
+#include "exec.h"
+#include "ref.h"
 #include "support.h"
 
 static char *print_cuda(const L3Module *m, size_t *len)
@@ -305,6 +309,162 @@ START_TEST(cuda_missing_library)
 }
 END_TEST
 
+/* ---- the GPU backend, run on the CPU by the stand-in driver (tests/cuda_emu) ---- */
+
+static void use_emulator(void)
+{
+    setenv("NETC_CUDA_DRIVER", NETC_CUDA_EMU, 1);
+}
+
+/* No driver: a clear message, no crash (runs before the emulator is loaded
+ * when the suites share one process). */
+START_TEST(cuda_no_driver)
+{
+    setenv("NETC_CUDA_DRIVER", "/nonexistent/libcuda.so.1", 1);
+    char err[1024], desc[256];
+    ck_assert(!cuda_device(desc, sizeof desc, err, sizeof err));
+    ck_assert_msg(strstr(err, "no CUDA driver") && strstr(err, "/nonexistent/libcuda.so.1"), "%s", err);
+    L3Module *m = l3_module_new("t", 1);
+    ck_assert_ptr_null(cuda_load(m, err, sizeof err));
+    ck_assert_msg(strstr(err, "no CUDA driver") != NULL, "%s", err);
+    l3_module_free(m);
+    unsetenv("NETC_CUDA_DRIVER");
+}
+END_TEST
+
+START_TEST(cuda_emu_device)
+{
+    use_emulator();
+    char err[1024], desc[256];
+    ck_assert_msg(cuda_device(desc, sizeof desc, err, sizeof err), "%s", err);
+    ck_assert_msg(strstr(desc, "emulator") && strstr(desc, "sm_90"), "%s", desc);
+}
+END_TEST
+
+static void emu_compare(const char *path, const char *args, bool training, const char *opt, int steps, bool fused)
+{
+    use_emulator();
+    Compiled *c = compile_file(path, args);
+    ck_clean(c);
+    uint64_t seed = codegen_test_seed();
+    if (training) {
+        ck_assert_int_gt(autodiff(c->g, c->g->losses[0].tensor), 0);
+        const double sgd[4] = { 0.01, 0.9, 1, 1e-4 }, adam[5] = { 1e-3, 0.9, 0.999, 1e-8, 0.01 };
+        ck_assert_int_gt(append_optimizer(c->g, opt, strcmp(opt, "sgd") == 0 ? sgd : adam), 0);
+        seed = codegen_fixed_seed();
+    }
+    char what[300], msg[2000];
+    snprintf(what, sizeof what, "%s %s (CUDA, emulated%s)", path, args, fused ? ", fused" : "");
+    CodegenReport rep;
+    int rc = codegen_compare(what, c->g, training, seed, steps, fused, CG_CUDA, &rep, msg, sizeof msg);
+    ck_assert_msg(rc == 0, "%s", msg);
+    ck_assert_int_gt(rep.launches, 0);
+    compiled_free(c);
+}
+
+START_TEST(cuda_emu_netdefs)
+{
+    emu_compare("netdefs/unet2d.net", "-D base=4 -D protocol.size=32x32", false, NULL, 1, true);
+    emu_compare("netdefs/unet2d.net", "-D base=2 -D protocol.size=48x32", false, NULL, 1, false);
+    emu_compare("netdefs/unet3d.net", "-D base=4 -D protocol.size=16x16x16", false, NULL, 1, true);
+    emu_compare("netdefs/vnet.net", "-D base=2 -D protocol.size=16x16x16", false, NULL, 1, true);
+    emu_compare("netdefs/voxresnet.net", "-D base=4 -D protocol.size=16x16x16", false, NULL, 1, true);
+}
+END_TEST
+
+START_TEST(cuda_emu_train_steps)
+{
+    emu_compare("netdefs/unet2d.net", "-D base=2 -D protocol.size=32x32 --train -D train.patch=32x32 -D train.batch=2", true,
+                "sgd", 1, true);
+    emu_compare("netdefs/unet3d.net", "-D base=2 -D protocol.size=16x16x16 --train -D train.patch=16x16x16 -D train.batch=2",
+                true, "adam", 1, true);
+    emu_compare("netdefs/vnet.net", "-D base=2 -D protocol.size=16x16x16 --train -D train.patch=16x16x16 -D train.batch=1",
+                true, "sgd", 1, true);
+    emu_compare("netdefs/voxresnet.net",
+                "-D base=2 -D protocol.size=16x16x16 --train -D train.patch=16x16x16 -D train.batch=1", true, "adamw", 1, true);
+    emu_compare("tests/nets/ds_unet.net", "--train", true, "sgd", 2, true);
+}
+END_TEST
+
+/* The NVRTC path of cuda_load with the emulator standing in for the driver:
+ * the kernels split into several programs, compiled by NVRTC in parallel
+ * threads; every module must be a CUBIN and every launch's function must be
+ * found in its module. */
+START_TEST(cuda_emu_nvrtc_modules)
+{
+    use_emulator();
+    setenv("NETC_CUDA_EMU_NVRTC", "1", 1);
+    setenv("NETC_NVRTC_THREADS", "3", 1);
+    Compiled *c = compile_file("netdefs/unet2d.net", "-D base=4 -D protocol.size=32x32");
+    ck_clean(c);
+    FusionPlan *fp = fuse_graph(c->g, false);
+    char err[8000];
+    L3Module *m = lower_graph_fused(c->g, fp, false, err, sizeof err);
+    ck_assert_msg(m != NULL, "%s", err);
+    NetcCuda *cu = cuda_load(m, err, sizeof err);
+    ck_assert_msg(cu != NULL, "%s", err);
+    ck_assert_int_eq(cuda_entry_launches(cu, "netc_forward"), 27);
+    ck_assert(cuda_compile_seconds(cu) > 0);
+    cuda_free(cu);
+    l3_module_free(m);
+    fusion_plan_free(fp);
+    compiled_free(c);
+    unsetenv("NETC_CUDA_EMU_NVRTC");
+    unsetenv("NETC_NVRTC_THREADS");
+}
+END_TEST
+
+/* exec.h's "cuda" backend (what netc run / netc train use): the planned
+ * arena goes up and comes back; a training step in two halves (grads, then
+ * update) equals the C backend's. */
+START_TEST(cuda_emu_exec)
+{
+    use_emulator();
+    Compiled *c = compile_file("netdefs/unet2d.net", "-D base=2 -D protocol.size=32x32 --train -D train.patch=32x32 -D train.batch=2");
+    ck_clean(c);
+    Graph *g = c->g;
+    ck_assert_int_gt(autodiff(g, g->losses[0].tensor), 0);
+    const double sgd[4] = { 0.01, 0.9, 1, 1e-4 };
+    ck_assert_int_gt(append_optimizer(g, "sgd", sgd), 0);
+    char err[2000];
+    NetcExec *xc = exec_new(g, true, "c", err, sizeof err);
+    ck_assert_msg(xc != NULL, "%s", err);
+    NetcExec *xg = exec_new(g, true, "cuda", err, sizeof err);
+    ck_assert_msg(xg != NULL, "%s", err);
+    uint64_t seed = codegen_fixed_seed();
+    RefState *a = ref_new(g), *b = ref_new(g);
+    ref_init_params(g, a, seed);
+    codegen_fill(g, a, seed);
+    for (int t = 0; t < g->ntensors; t++) memcpy(b->buf[t], a->buf[t], sizeof(float) * (size_t)a->numel[t]);
+    ck_assert_msg(exec_grads(xc, a, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(exec_grads(xg, b, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(exec_update(xc, a, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(exec_update(xg, b, err, sizeof err) == 0, "%s", err);
+    int compared = 0;
+    for (int t = 0; t < g->ntensors; t++) {
+        const Tensor *te = &g->tensors[t];
+        if (te->kind != TK_PARAM || te->dtype != DT_F32) continue;
+        double top = 0;
+        for (int64_t i = 0; i < a->numel[t]; i++) top = fmax(top, fabs(a->buf[t][i]));
+        for (int64_t i = 0; i < a->numel[t]; i++)
+            ck_assert_msg(fabs(a->buf[t][i] - b->buf[t][i]) <= 1e-5 * top + 1e-6 * fabs(a->buf[t][i]),
+                          "%s[%lld]: C %.9g, CUDA %.9g", te->name, (long long)i, a->buf[t][i], b->buf[t][i]);
+        compared++;
+    }
+    ck_assert_int_gt(compared, 0);
+    for (int k = 0; k < g->nlosses; k++) {
+        int t = g->losses[k].tensor;
+        ck_assert_msg(fabs(a->buf[t][0] - b->buf[t][0]) <= 1e-5 * fabs(a->buf[t][0]), "loss: C %.9g, CUDA %.9g", a->buf[t][0],
+                      b->buf[t][0]);
+    }
+    ref_free(a);
+    ref_free(b);
+    exec_free(xc);
+    exec_free(xg);
+    compiled_free(c);
+}
+END_TEST
+
 Suite *cuda_suite(void)
 {
     Suite *s = suite_create("cuda");
@@ -317,5 +477,14 @@ Suite *cuda_suite(void)
     tcase_add_test(tc, cuda_netdefs);
     tcase_add_test(tc, cuda_netdefs_training);
     suite_add_tcase(s, tc);
+    TCase *te = tcase_create("emulated");
+    tcase_set_timeout(te, 900);
+    tcase_add_test(te, cuda_no_driver);
+    tcase_add_test(te, cuda_emu_device);
+    tcase_add_test(te, cuda_emu_nvrtc_modules);
+    tcase_add_test(te, cuda_emu_exec);
+    tcase_add_test(te, cuda_emu_netdefs);
+    tcase_add_test(te, cuda_emu_train_steps);
+    suite_add_tcase(s, te);
     return s;
 }
