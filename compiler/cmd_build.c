@@ -394,23 +394,21 @@ int netc_build_main(int argc, char **argv)
     BuildOptions o;
     int rc = parse(argc, argv, &o);
     if (rc) {
-        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        netc_overrides_free(o.ov, o.nov);
         return rc < 0 ? 0 : rc;
     }
     Diag d;
     diag_init(&d, stderr);
     d.color = false;
-    Program *p = program_load(&d, o.file);
+    Program *p;
+    Protocol *pr = NULL;
+    CompileOptions co = { .protocol = o.protocol, .net = o.net, .ov = o.ov, .nov = o.nov, .protocol_out = &pr };
+    Graph *g = netc_load_compile(&d, "netc", o.file, &co, &p);
+    netc_overrides_free(o.ov, o.nov);
     if (!p) {
-        fprintf(stderr, "netc: cannot read %s: %s\n", o.file, diag_load_strerror(errno));
-        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
         diag_free(&d);
         return 1;
     }
-    Protocol *pr = NULL;
-    CompileOptions co = { .protocol = o.protocol, .net = o.net, .ov = o.ov, .nov = o.nov, .protocol_out = &pr };
-    Graph *g = netc_compile(p, &co);
-    for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
     int status = 0;
     if (g && d.nerrors == 0 && pr) {
         char err[4096];

@@ -6,6 +6,7 @@
 #include "autodiff.h"
 #include "util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,3 +174,17 @@ Graph *netc_compile(Program *p, CompileOptions *o)
     return g;
 }
 
+Graph *netc_load_compile(Diag *d, const char *who, const char *file, CompileOptions *o, Program **pp)
+{
+    *pp = program_load(d, file);
+    if (!*pp) {
+        fprintf(stderr, "%s: cannot read %s: %s\n", who, file, diag_load_strerror(errno));
+        return NULL;
+    }
+    return netc_compile(*pp, o);
+}
+
+void netc_overrides_free(Override *ov, int n)
+{
+    for (int i = 0; i < n; i++) free(ov[i].key);
+}

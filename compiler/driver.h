@@ -20,4 +20,13 @@ typedef struct {
  * override's text is parsed into its `value`. */
 Graph *netc_compile(Program *p, CompileOptions *o);
 
+/* program_load + netc_compile: the preamble of every command that compiles a
+ * file.  Loads FILE into *pp with d (the caller's diag_init'ed Diag) and
+ * compiles it.  A file that cannot be read is reported on stderr as
+ * "WHO: cannot read FILE: reason" and leaves *pp NULL; compile errors go to
+ * d (check d->nerrors).  Returns the graph, or NULL. */
+Graph *netc_load_compile(Diag *d, const char *who, const char *file, CompileOptions *o, Program **pp);
+/* Frees the keys of n -D overrides (the command-line parsers xstrndup them). */
+void netc_overrides_free(Override *ov, int n);
+
 #endif

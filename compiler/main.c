@@ -254,27 +254,25 @@ static int cmd_check_or_graph(const char *cmd, int argc, char **argv)
     Options o;
     int rc = parse_options(cmd, argc, argv, &o, is_graph ? usage_graph : usage_check);
     if (rc) {
-        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        netc_overrides_free(o.ov, o.nov);
         return rc < 0 ? 0 : rc;
     }
     if (is_graph && o.dot == o.json) {
-        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        netc_overrides_free(o.ov, o.nov);
         return usage_error(cmd, "%s", "choose one of --dot and --json");
     }
     Diag d;
     diag_init(&d, stderr);
     d.color = false;
-    Program *p = program_load(&d, o.file);
+    Program *p;
+    CompileOptions co = { .protocol = o.protocol, .net = o.net, .train = o.train, .autodiff = o.autodiff,
+                          .ov = o.ov, .nov = o.nov };
+    Graph *g = netc_load_compile(&d, "netc", o.file, &co, &p);
+    netc_overrides_free(o.ov, o.nov);
     if (!p) {
-        fprintf(stderr, "netc: cannot read %s: %s\n", o.file, diag_load_strerror(errno));
-        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
         diag_free(&d);
         return 1;
     }
-    CompileOptions co = { .protocol = o.protocol, .net = o.net, .train = o.train, .autodiff = o.autodiff,
-                          .ov = o.ov, .nov = o.nov };
-    Graph *g = netc_compile(p, &co);
-    for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
     int status = 0;
     if (g && d.nerrors == 0) {
         if (!is_graph) {
@@ -360,22 +358,20 @@ static int cmd_run_or_init(const char *cmd, int argc, char **argv)
         rc = usage_error(cmd, "%s", "--backend is an option of run");
     if (rc == 0 && o.train) rc = usage_error(cmd, "%s", "--train is an option of check and graph");
     if (rc) {
-        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        netc_overrides_free(o.ov, o.nov);
         return rc < 0 ? 0 : rc;
     }
     Diag d;
     diag_init(&d, stderr);
-    Program *p = program_load(&d, o.file);
+    Program *p;
+    Protocol *pr = NULL;
+    CompileOptions co = { .protocol = o.protocol, .net = o.net, .ov = o.ov, .nov = o.nov, .protocol_out = &pr };
+    Graph *g = netc_load_compile(&d, "netc", o.file, &co, &p);
+    netc_overrides_free(o.ov, o.nov);
     if (!p) {
-        fprintf(stderr, "netc: cannot read %s: %s\n", o.file, diag_load_strerror(errno));
-        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
         diag_free(&d);
         return 1;
     }
-    Protocol *pr = NULL;
-    CompileOptions co = { .protocol = o.protocol, .net = o.net, .ov = o.ov, .nov = o.nov, .protocol_out = &pr };
-    Graph *g = netc_compile(p, &co);
-    for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
     int status = 0;
     if (g && d.nerrors == 0) {
         char err[4096];
@@ -439,22 +435,20 @@ static int cmd_emit(int argc, char **argv)
     else if (rc == 0 && target < 0) rc = usage_error("emit", "unknown target `%s` (c, cuda, llvm-ir, asm or obj)", o.target);
     if (rc == 0 && !o.out) rc = usage_error("emit", "%s", "-o DIR is required");
     if (rc) {
-        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        netc_overrides_free(o.ov, o.nov);
         return rc < 0 ? 0 : rc;
     }
     Diag d;
     diag_init(&d, stderr);
-    Program *p = program_load(&d, o.file);
+    Program *p;
+    CompileOptions co = { .protocol = o.protocol, .net = o.net, .train = o.train, .autodiff = o.train,
+                          .ov = o.ov, .nov = o.nov };
+    Graph *g = netc_load_compile(&d, "netc", o.file, &co, &p);
+    netc_overrides_free(o.ov, o.nov);
     if (!p) {
-        fprintf(stderr, "netc: cannot read %s: %s\n", o.file, diag_load_strerror(errno));
-        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
         diag_free(&d);
         return 1;
     }
-    CompileOptions co = { .protocol = o.protocol, .net = o.net, .train = o.train, .autodiff = o.train,
-                          .ov = o.ov, .nov = o.nov };
-    Graph *g = netc_compile(p, &co);
-    for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
     int status = 0;
     if (g && d.nerrors == 0) {
         char err[4096], path[4096];
@@ -520,14 +514,9 @@ static const char *usage_train =
 static Graph *compile_for(const Options *o, Override *ov, bool train, Program **pp, Diag *d, Protocol **pr,
                           TrainSpec **ts)
 {
-    *pp = program_load(d, o->file);
-    if (!*pp) {
-        fprintf(stderr, "netc: cannot read %s: %s\n", o->file, diag_load_strerror(errno));
-        return NULL;
-    }
     CompileOptions co = { .protocol = o->protocol, .net = o->net, .train = train, .autodiff = train, .ov = ov,
                           .nov = o->nov, .protocol_out = pr, .train_out = ts };
-    return netc_compile(*pp, &co);
+    return netc_load_compile(d, "netc", o->file, &co, pp);
 }
 
 static int cmd_train(int argc, char **argv)
@@ -567,7 +556,7 @@ static int cmd_train(int argc, char **argv)
     if (rc == 0 && o.backend && strcmp(o.backend, "llvm") != 0 && strcmp(o.backend, "c") != 0)
         rc = usage_error("train", "unknown backend `%s`; use llvm or c", o.backend);
     if (rc) {
-        for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+        netc_overrides_free(o.ov, o.nov);
         return rc < 0 ? 0 : rc;
     }
     /* the same overrides for both graphs: a copy for the inference graph */
@@ -611,7 +600,7 @@ static int cmd_train(int argc, char **argv)
             }
         }
     }
-    for (int i = 0; i < o.nov; i++) free(o.ov[i].key);
+    netc_overrides_free(o.ov, o.nov);
     train_free(ts);
     train_free(ts2);
     protocol_free(pr);

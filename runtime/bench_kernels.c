@@ -266,6 +266,204 @@ double netc_peak_rss_mb(void)
     return 0;
 }
 
+/* ---- one timed step (netc bench, tools/bench.c) ----------------------- */
+
+int netc_bench_compile(BenchStep *b, Graph *g, bool training, bool llvm, bool kernel_entries, const char *who)
+{
+    char err[2048];
+    double c0 = now_s();
+    b->g = g;
+    b->fp = fuse_graph(g, training);
+    b->mp = b->fp ? memplan(g, b->fp) : NULL;
+    if (!b->fp || !b->mp) {
+        fprintf(stderr, "%s: out of memory while planning\n", who);
+        return -1;
+    }
+    b->m = lower_graph_fused(g, b->fp, training, err, sizeof err);
+    if (!b->m) {
+        fprintf(stderr, "%s: lowering failed: %s\n", who, err);
+        return -1;
+    }
+    /* one entry per kernel: netc_k<i> calls L3 kernel i, which is fused
+     * kernel i (lower_graph_fused makes one L3 kernel per fused kernel) */
+    if (kernel_entries && b->m->nkernels != b->fp->nkernels) {
+        fprintf(stderr, "%s: %d L3 kernels for %d fused kernels: no per-kernel timing\n", who, b->m->nkernels,
+                b->fp->nkernels);
+        return -1;
+    }
+    if (kernel_entries)
+        for (int k = 0; k < b->m->nkernels; k++) {
+            char en[32];
+            snprintf(en, sizeof en, "netc_k%d", k);
+            l3_entry_call(l3_entry_new(b->m, en), k);
+        }
+    const char *entry_name = training ? "netc_train_forward" : "netc_forward";
+    if (llvm) {
+        b->jit = l3_llvm_jit(b->m, err, sizeof err);
+        if (b->jit) b->run = l3_llvm_entry(b->jit, entry_name);
+    } else {
+        b->cb = cbackend_compile(b->m, err, sizeof err);
+        if (b->cb) b->run = cbackend_entry(b->cb, entry_name);
+    }
+    if (!b->run) {
+        fprintf(stderr, "%s: %s backend failed: %s\n", who, llvm ? "llvm" : "c",
+                (b->jit || b->cb) ? "no entry function" : err);
+        return -1;
+    }
+    if (kernel_entries) {
+        b->kent = calloc((size_t)b->m->nkernels, sizeof *b->kent);
+        if (!b->kent) {
+            fprintf(stderr, "%s: out of memory\n", who);
+            return -1;
+        }
+        for (int k = 0; k < b->m->nkernels; k++) {
+            char en[32];
+            snprintf(en, sizeof en, "netc_k%d", k);
+            b->kent[k] = llvm ? l3_llvm_entry(b->jit, en) : cbackend_entry(b->cb, en);
+            if (!b->kent[k]) {
+                fprintf(stderr, "%s: no entry %s\n", who, en);
+                return -1;
+            }
+        }
+    }
+    b->compile_s = now_s() - c0;
+    return 0;
+}
+
+int netc_bench_buffers(BenchStep *b, unsigned long long seed, double lr)
+{
+    Graph *g = b->g;
+    const MemPlan *mp = b->mp;
+    RefState *s = &b->s;
+    /* Memory: the arena, plus one buffer per input, label, hyper input and
+     * parameter (optimizer state included); updates write over their
+     * parameters, in-place tensors share the bytes they reuse. */
+    size_t arena_size = (size_t)((mp->arena_bytes + 63) / 64 * 64);
+    if (posix_memalign((void **)&b->arena, 64, arena_size ? arena_size : 64) != 0) {
+        b->arena = NULL;
+        return -1;
+    }
+    memset(b->arena, 0, arena_size);
+    b->t = calloc((size_t)g->ntensors, sizeof *b->t);
+    s->ntensors = g->ntensors;
+    s->buf = calloc((size_t)g->ntensors, sizeof *s->buf);
+    s->numel = calloc((size_t)g->ntensors, sizeof *s->numel);
+    if (!b->t || !s->buf || !s->numel) return -2;
+    for (int i = 0; i < g->ntensors; i++) {
+        const Tensor *te = &g->tensors[i];
+        s->numel[i] = te->shape.rank == 0 ? 1 : shape_numel(&te->shape);
+        if (mp->offset[i] >= 0) b->t[i] = b->arena + mp->offset[i];
+        else if (te->kind != TK_ACTIVATION) {
+            void *buf = NULL;
+            size_t bytes = (size_t)s->numel[i] * 4;
+            if (posix_memalign(&buf, 64, bytes ? (bytes + 63) / 64 * 64 : 64) != 0) return -2;
+            memset(buf, 0, bytes);
+            b->t[i] = s->buf[i] = buf;
+        }
+    }
+    for (int i = 0; i < g->ntensors; i++) {
+        int j = i, hops = 0;
+        while (mp->in_place_of[j] >= 0 && hops++ < g->ntensors) j = mp->in_place_of[j];
+        if (j != i) b->t[i] = b->t[j];
+    }
+
+    /* Seeded inputs and parameters; running statistics get noise so that
+     * inference batchnorm is not the identity. */
+    ref_init_params(g, s, seed);
+    int64_t classes = 2;
+    if (g->noutputs > 0 && g->tensors[g->outputs[0].tensor].shape.rank > 1)
+        classes = g->tensors[g->outputs[0].tensor].shape.d[1];
+    b->lr = b->step = NULL;
+    for (int i = 0; i < g->ntensors; i++) {
+        const Tensor *te = &g->tensors[i];
+        uint64_t sd = seed * 1000003u + (uint64_t)i;
+        if (te->kind == TK_INPUT) ref_fill_uniform(s, i, sd, -1, 1);
+        else if (te->kind == TK_WEIGHTMAP) ref_fill_uniform(s, i, sd, 0, 2);
+        else if (te->kind == TK_LABEL) {
+            RefRng r = { sd * 7 };
+            for (int64_t k = 0; k < s->numel[i]; k++) ref_i32(s, i)[k] = (int32_t)(ref_rng_next(&r) % (uint64_t)classes);
+        } else if (te->kind == TK_HYPER) {
+            if (strcmp(te->name, "train.lr") == 0) b->lr = s->buf[i];
+            else if (strcmp(te->name, "train.step") == 0) b->step = s->buf[i];
+        } else if (te->kind == TK_PARAM && te->dtype == DT_F32) {
+            if (strstr(te->name, "running_var")) ref_fill_uniform(s, i, sd, 0.5, 1.5);
+            else if (strstr(te->name, "running_mean")) ref_fill_uniform(s, i, sd, -0.2, 0.2);
+        }
+    }
+    if (b->lr) *b->lr = (float)lr;
+    if (b->step) *b->step = 1;
+    return 0;
+}
+
+int netc_bench_time(BenchStep *b, long warmup, long iters, double *ms, int (*after_first)(BenchStep *b, void *ctx),
+                    void *ctx)
+{
+    for (long it = 0; it < warmup + iters; it++) {
+        double t0 = now_s();
+        b->run(b->t);
+        double dt = (now_s() - t0) * 1e3;
+        if (it >= warmup) ms[it - warmup] = dt;
+        if (b->step) *b->step += 1;
+        if (it == 0 && after_first) {
+            int rc = after_first(b, ctx);
+            if (rc) return rc;
+        }
+    }
+    return 0;
+}
+
+static int cmpd(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+static double median(double *v, long n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmpd);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+void netc_bench_stats(double *ms, long n, double *med, double *min, double *mean)
+{
+    double sum = 0, lo = ms[0];
+    for (long i = 0; i < n; i++) {
+        sum += ms[i];
+        lo = ms[i] < lo ? ms[i] : lo;
+    }
+    *med = median(ms, n);
+    *min = lo;
+    *mean = sum / (double)n;
+}
+
+void netc_bench_step_free(BenchStep *b)
+{
+    free(b->kent);
+    if (b->s.buf)
+        for (int i = 0; i < b->s.ntensors; i++) free(b->s.buf[i]);
+    free(b->s.buf);
+    free(b->s.numel);
+    free(b->t);
+    free(b->arena);
+    if (b->jit) l3_llvm_free(b->jit);
+    if (b->cb) cbackend_free(b->cb);
+    if (b->m) l3_module_free(b->m);
+    memplan_free(b->mp);
+    if (b->fp) fusion_plan_free(b->fp);
+    memset(b, 0, sizeof *b);
+}
+
+void netc_bench_json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; s && *s; s++) {
+        if (*s == '"' || *s == '\\') fprintf(f, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20) fprintf(f, "\\u%04x", *s);
+        else fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
 /* ---- netc bench -------------------------------------------------------- */
 
 const char *netc_bench_usage =
@@ -294,104 +492,103 @@ const char *netc_bench_usage =
     "\n"
     "Exit status: 0 measured, 1 the net does not compile or build, 2 bad command line.\n";
 
-typedef struct {
-    const char *file, *protocol, *net, *backend;
-    bool train, kernels, json;
-    long iters, warmup, threads;
-    unsigned long long seed;
-    Override ov[64];
-    int nov;
-} BArgs;
-
-static int bbad(const char *fmt, const char *arg)
+void netc_bench_options_init(BenchOptions *o)
 {
-    fputs("netc bench: ", stderr);
+    memset(o, 0, sizeof *o);
+    o->backend = "llvm";
+    o->iters = 10;
+    o->warmup = 2;
+    o->seed = 1;
+}
+
+int netc_bench_usage_error(const char *who, const char *fmt, const char *arg)
+{
+    fprintf(stderr, "%s: ", who);
     fprintf(stderr, fmt, arg);
-    fputs("\n(run `netc bench --help` for the options)\n", stderr);
+    fprintf(stderr, "\n(run `%s --help` for the options)\n", who);
     return 2;
 }
 
-static int blong(const char *opt, const char *v, long lo, long hi, long *out)
+static int parse_long(const char *who, const char *opt, const char *v, long lo, long hi, long *out)
 {
     char *end;
     errno = 0;
     long x = strtol(v, &end, 10);
     if (!*v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "netc bench: %s takes a whole number from %ld to %ld, not `%s`\n", opt, lo, hi, v);
+        fprintf(stderr, "%s: %s takes a whole number from %ld to %ld, not `%s`\n", who, opt, lo, hi, v);
         return 2;
     }
     *out = x;
     return 0;
 }
 
+int netc_bench_parse_opt(const char *who, int argc, char **argv, int *i, BenchOptions *o, long max_threads)
+{
+    const char *s = argv[*i];
+    if (strcmp(s, "--protocol") == 0 || strcmp(s, "--net") == 0 || strcmp(s, "--backend") == 0 ||
+        strcmp(s, "--iters") == 0 || strcmp(s, "--warmup") == 0 || strcmp(s, "--threads") == 0 ||
+        strcmp(s, "--seed") == 0) {
+        if (*i + 1 >= argc) return netc_bench_usage_error(who, "%s needs a value", s);
+        const char *v = argv[++*i];
+        if (strcmp(s, "--protocol") == 0) o->protocol = v;
+        else if (strcmp(s, "--net") == 0) o->net = v;
+        else if (strcmp(s, "--backend") == 0) {
+            if (strcmp(v, "llvm") != 0 && strcmp(v, "c") != 0)
+                return netc_bench_usage_error(who, "--backend is llvm or c, not `%s`", v);
+            o->backend = v;
+        } else if (strcmp(s, "--iters") == 0) return parse_long(who, s, v, 1, 1000000, &o->iters);
+        else if (strcmp(s, "--warmup") == 0) return parse_long(who, s, v, 0, 1000000, &o->warmup);
+        else if (strcmp(s, "--threads") == 0) return parse_long(who, s, v, 1, max_threads, &o->threads);
+        else {
+            char *end;
+            errno = 0;
+            o->seed = strtoull(v, &end, 10);
+            if (!*v || *end || errno || v[0] == '-')
+                return netc_bench_usage_error(who, "--seed takes a whole number, not `%s`", v);
+        }
+    } else if (strncmp(s, "-D", 2) == 0) {
+        const char *kv = s[2] ? s + 2 : (*i + 1 < argc ? argv[++*i] : NULL);
+        if (!kv) return netc_bench_usage_error(who, "%s needs KEY=VALUE", "-D");
+        const char *eq = strchr(kv, '=');
+        if (!eq || eq == kv || !eq[1]) return netc_bench_usage_error(who, "-D takes KEY=VALUE, not `%s`", kv);
+        if (o->nov >= 64) return netc_bench_usage_error(who, "%s", "too many -D options (64 at most)");
+        o->ov[o->nov].key = xstrndup(kv, (size_t)(eq - kv));
+        o->ov[o->nov].text = eq + 1;
+        o->nov++;
+    } else if (s[0] == '-' && s[1]) {
+        return netc_bench_usage_error(who, "unknown option `%s`", s);
+    } else if (!o->file) {
+        o->file = s;
+    } else {
+        return netc_bench_usage_error(who, "unexpected argument `%s` (one FILE only)", s);
+    }
+    return 0;
+}
+
+typedef struct {
+    BenchOptions o;
+    bool train, kernels, json;
+} BArgs;
+
 static int bparse(int argc, char **argv, BArgs *a)
 {
     memset(a, 0, sizeof *a);
-    a->backend = "llvm";
-    a->iters = 10;
-    a->warmup = 2;
-    a->seed = 1;
+    netc_bench_options_init(&a->o);
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
         if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
             fputs(netc_bench_usage, stdout);
             return -1;
         }
+        int rc = 0;
         if (strcmp(s, "--train") == 0) a->train = true;
         else if (strcmp(s, "--kernels") == 0) a->kernels = true;
         else if (strcmp(s, "--json") == 0) a->json = true;
-        else if (strcmp(s, "--protocol") == 0 || strcmp(s, "--net") == 0 || strcmp(s, "--backend") == 0 ||
-                 strcmp(s, "--iters") == 0 || strcmp(s, "--warmup") == 0 || strcmp(s, "--threads") == 0 ||
-                 strcmp(s, "--seed") == 0) {
-            if (i + 1 >= argc) return bbad("%s needs a value", s);
-            const char *v = argv[++i];
-            int rc = 0;
-            if (strcmp(s, "--protocol") == 0) a->protocol = v;
-            else if (strcmp(s, "--net") == 0) a->net = v;
-            else if (strcmp(s, "--backend") == 0) {
-                if (strcmp(v, "llvm") != 0 && strcmp(v, "c") != 0) return bbad("--backend is llvm or c, not `%s`", v);
-                a->backend = v;
-            } else if (strcmp(s, "--iters") == 0) rc = blong(s, v, 1, 1000000, &a->iters);
-            else if (strcmp(s, "--warmup") == 0) rc = blong(s, v, 0, 1000000, &a->warmup);
-            else if (strcmp(s, "--threads") == 0) rc = blong(s, v, 1, 256, &a->threads);
-            else {
-                char *end;
-                errno = 0;
-                a->seed = strtoull(v, &end, 10);
-                if (!*v || *end || errno || v[0] == '-') return bbad("--seed takes a whole number, not `%s`", v);
-            }
-            if (rc) return rc;
-        } else if (strncmp(s, "-D", 2) == 0) {
-            const char *kv = s[2] ? s + 2 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!kv) return bbad("%s needs KEY=VALUE", "-D");
-            const char *eq = strchr(kv, '=');
-            if (!eq || eq == kv || !eq[1]) return bbad("-D takes KEY=VALUE, not `%s`", kv);
-            if (a->nov >= 64) return bbad("%s", "too many -D options (64 at most)");
-            a->ov[a->nov].key = xstrndup(kv, (size_t)(eq - kv));
-            a->ov[a->nov].text = eq + 1;
-            a->nov++;
-        } else if (s[0] == '-' && s[1]) {
-            return bbad("unknown option `%s`", s);
-        } else if (!a->file) {
-            a->file = s;
-        } else {
-            return bbad("unexpected argument `%s` (one FILE only)", s);
-        }
+        else rc = netc_bench_parse_opt("netc bench", argc, argv, &i, &a->o, 256);
+        if (rc) return rc;
     }
-    if (!a->file) return bbad("%s", "missing FILE (a .net file)");
+    if (!a->o.file) return netc_bench_usage_error("netc bench", "%s", "missing FILE (a .net file)");
     return 0;
-}
-
-static int cmpd(const void *x, const void *y)
-{
-    double a = *(const double *)x, b = *(const double *)y;
-    return a < b ? -1 : a > b;
-}
-
-static double median(double *v, long n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmpd);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 typedef struct {
@@ -404,17 +601,6 @@ static int cmp_krow(const void *x, const void *y)
 {
     const KRow *a = x, *b = y;
     return a->ms > b->ms ? -1 : a->ms < b->ms;
-}
-
-static void jstr(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; s && *s; s++) {
-        if (*s == '"' || *s == '\\') fprintf(f, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20) fprintf(f, "\\u%04x", *s);
-        else fputc(*s, f);
-    }
-    fputc('"', f);
 }
 
 /* "conv+batchnorm+relu": the op of every node the kernel computes, in
@@ -445,168 +631,49 @@ int netc_bench_main(int argc, char **argv)
     BArgs a;
     int rc = bparse(argc, argv, &a);
     if (rc) {
-        for (int i = 0; i < a.nov; i++) free(a.ov[i].key);
+        netc_overrides_free(a.o.ov, a.o.nov);
         return rc < 0 ? 0 : rc;
     }
-    bool llvm = strcmp(a.backend, "llvm") == 0;
+    bool llvm = strcmp(a.o.backend, "llvm") == 0;
     int status = 1;
     Diag d;
     diag_init(&d, stderr);
-    Program *p = program_load(&d, a.file);
+    Program *p = NULL;
     Graph *g = NULL;
     TrainSpec *ts = NULL;
-    FusionPlan *fp = NULL;
-    MemPlan *mp = NULL;
-    L3Module *m = NULL;
-    L3Llvm *jit = NULL;
-    CBackend *cb = NULL;
-    void **t = NULL;
-    char *arena = NULL;
+    BenchStep b = { 0 };
     double *times = NULL, *ktimes = NULL;
-    NetcEntry *kent = NULL;
     KRow *rows = NULL;
-    RefState s = { 0 };
-    char err[2048];
 
-    if (!p) {
-        fprintf(stderr, "netc bench: cannot read %s: %s\n", a.file, diag_load_strerror(errno));
-        goto out;
-    }
-    CompileOptions co = { .protocol = a.protocol, .net = a.net, .train = a.train, .autodiff = a.train,
-                          .ov = a.ov, .nov = a.nov, .train_out = a.train ? &ts : NULL };
-    g = netc_compile(p, &co);
+    CompileOptions co = { .protocol = a.o.protocol, .net = a.o.net, .train = a.train, .autodiff = a.train,
+                          .ov = a.o.ov, .nov = a.o.nov, .train_out = a.train ? &ts : NULL };
+    g = netc_load_compile(&d, "netc bench", a.o.file, &co, &p);
+    if (!p) goto out;
     if (!g || d.nerrors) {
-        fprintf(stderr, "netc bench: %s does not compile (%d error%s)\n", a.file, d.nerrors, d.nerrors == 1 ? "" : "s");
+        fprintf(stderr, "netc bench: %s does not compile (%d error%s)\n", a.o.file, d.nerrors, d.nerrors == 1 ? "" : "s");
         goto out;
     }
     if (a.train && (!ts || !ts->optimizer.name || g->nlosses == 0)) {
-        fprintf(stderr, "netc bench: %s: no training step for %s on %s (no train block?)\n", a.file, g->net_name,
+        fprintf(stderr, "netc bench: %s: no training step for %s on %s (no train block?)\n", a.o.file, g->net_name,
                 g->protocol_name);
         goto out;
     }
-    if (a.threads > 0) netc_set_threads((int)a.threads);
+    if (a.o.threads > 0) netc_set_threads((int)a.o.threads);
     int threads = netc_threads();
 
-    double c0 = now_s();
-    fp = fuse_graph(g, a.train);
-    mp = fp ? memplan(g, fp) : NULL;
-    if (!fp || !mp) {
-        fprintf(stderr, "netc bench: out of memory while planning\n");
-        goto out;
-    }
-    m = lower_graph_fused(g, fp, a.train, err, sizeof err);
-    if (!m) {
-        fprintf(stderr, "netc bench: lowering failed: %s\n", err);
-        goto out;
-    }
-    /* one entry per kernel: netc_k<i> calls L3 kernel i, which is fused
-     * kernel i (lower_graph_fused makes one L3 kernel per fused kernel) */
-    bool per_kernel = a.kernels && m->nkernels == fp->nkernels;
-    if (a.kernels && !per_kernel) {
-        fprintf(stderr, "netc bench: %d L3 kernels for %d fused kernels: no per-kernel timing\n", m->nkernels,
-                fp->nkernels);
-        goto out;
-    }
-    if (per_kernel)
-        for (int k = 0; k < m->nkernels; k++) {
-            char en[32];
-            snprintf(en, sizeof en, "netc_k%d", k);
-            l3_entry_call(l3_entry_new(m, en), k);
-        }
-    const char *entry_name = a.train ? "netc_train_forward" : "netc_forward";
-    NetcEntry run = NULL;
-    if (llvm) {
-        jit = l3_llvm_jit(m, err, sizeof err);
-        if (jit) run = l3_llvm_entry(jit, entry_name);
-    } else {
-        cb = cbackend_compile(m, err, sizeof err);
-        if (cb) run = cbackend_entry(cb, entry_name);
-    }
-    if (!run) {
-        fprintf(stderr, "netc bench: %s backend failed: %s\n", a.backend, (jit || cb) ? "no entry function" : err);
-        goto out;
-    }
-    if (per_kernel) {
-        kent = calloc((size_t)m->nkernels, sizeof *kent);
-        if (!kent) goto oom;
-        for (int k = 0; k < m->nkernels; k++) {
-            char en[32];
-            snprintf(en, sizeof en, "netc_k%d", k);
-            kent[k] = llvm ? l3_llvm_entry(jit, en) : cbackend_entry(cb, en);
-            if (!kent[k]) {
-                fprintf(stderr, "netc bench: no entry %s\n", en);
-                goto out;
-            }
-        }
-    }
-    double compile_s = now_s() - c0;
-
-    /* the arena, and one buffer per non-arena tensor (as tools/bench.c) */
-    size_t arena_size = (size_t)((mp->arena_bytes + 63) / 64 * 64);
-    if (posix_memalign((void **)&arena, 64, arena_size ? arena_size : 64) != 0) {
-        arena = NULL;
-        goto oom;
-    }
-    memset(arena, 0, arena_size);
-    t = calloc((size_t)g->ntensors, sizeof *t);
-    s.ntensors = g->ntensors;
-    s.buf = calloc((size_t)g->ntensors, sizeof *s.buf);
-    s.numel = calloc((size_t)g->ntensors, sizeof *s.numel);
-    if (!t || !s.buf || !s.numel) goto oom;
-    for (int i = 0; i < g->ntensors; i++) {
-        const Tensor *te = &g->tensors[i];
-        s.numel[i] = te->shape.rank == 0 ? 1 : shape_numel(&te->shape);
-        if (mp->offset[i] >= 0) t[i] = arena + mp->offset[i];
-        else if (te->kind != TK_ACTIVATION) {
-            void *b = NULL;
-            size_t bytes = (size_t)s.numel[i] * 4;
-            if (posix_memalign(&b, 64, bytes ? (bytes + 63) / 64 * 64 : 64) != 0) goto oom;
-            memset(b, 0, bytes);
-            t[i] = s.buf[i] = b;
-        }
-    }
-    for (int i = 0; i < g->ntensors; i++) {
-        int j = i, hops = 0;
-        while (mp->in_place_of[j] >= 0 && hops++ < g->ntensors) j = mp->in_place_of[j];
-        if (j != i) t[i] = t[j];
-    }
-    ref_init_params(g, &s, a.seed);
-    int64_t classes = 2;
-    if (g->noutputs > 0 && g->tensors[g->outputs[0].tensor].shape.rank > 1)
-        classes = g->tensors[g->outputs[0].tensor].shape.d[1];
-    float *lr = NULL, *step = NULL;
-    for (int i = 0; i < g->ntensors; i++) {
-        const Tensor *te = &g->tensors[i];
-        uint64_t sd = a.seed * 1000003u + (uint64_t)i;
-        if (te->kind == TK_INPUT) ref_fill_uniform(&s, i, sd, -1, 1);
-        else if (te->kind == TK_WEIGHTMAP) ref_fill_uniform(&s, i, sd, 0, 2);
-        else if (te->kind == TK_LABEL) {
-            RefRng r = { sd * 7 };
-            for (int64_t k = 0; k < s.numel[i]; k++) ref_i32(&s, i)[k] = (int32_t)(ref_rng_next(&r) % (uint64_t)classes);
-        } else if (te->kind == TK_HYPER) {
-            if (strcmp(te->name, "train.lr") == 0) lr = s.buf[i];
-            else if (strcmp(te->name, "train.step") == 0) step = s.buf[i];
-        } else if (te->kind == TK_PARAM && te->dtype == DT_F32) {
-            if (strstr(te->name, "running_var")) ref_fill_uniform(&s, i, sd, 0.5, 1.5);
-            else if (strstr(te->name, "running_mean")) ref_fill_uniform(&s, i, sd, -0.2, 0.2);
-        }
-    }
-    if (lr) *lr = ts ? (float)ts->optimizer.num[0] : 0.01f;
-    if (step) *step = 1;
+    if (netc_bench_compile(&b, g, a.train, llvm, a.kernels, "netc bench") != 0) goto out;
+    bool per_kernel = a.kernels;
+    const FusionPlan *fp = b.fp;
+    const L3Module *m = b.m;
+    const RefState *s = &b.s;
+    if (netc_bench_buffers(&b, a.o.seed, ts ? ts->optimizer.num[0] : 0.01) != 0) goto oom;
 
     /* the whole step */
-    times = calloc((size_t)a.iters, sizeof *times);
+    times = calloc((size_t)a.o.iters, sizeof *times);
     if (!times) goto oom;
-    for (long it = 0; it < a.warmup + a.iters; it++) {
-        double t0 = now_s();
-        run(t);
-        double dt = (now_s() - t0) * 1e3;
-        if (it >= a.warmup) times[it - a.warmup] = dt;
-        if (step) *step += 1;
-    }
-    double min_ms = times[0];
-    for (long i = 1; i < a.iters; i++) min_ms = times[i] < min_ms ? times[i] : min_ms;
-    double med_ms = median(times, a.iters);
+    netc_bench_time(&b, a.o.warmup, a.o.iters, times, NULL, NULL);
+    double med_ms, min_ms, mean_ms;
+    netc_bench_stats(times, a.o.iters, &med_ms, &min_ms, &mean_ms);
     double flops = graph_flops(g);
 
     /* kernel by kernel: one repeat = every kernel once, in step order */
@@ -614,26 +681,26 @@ int netc_bench_main(int argc, char **argv)
     double peak = 0, bw = 0, ksum = 0, rss_mb = netc_peak_rss_mb();   /* before the bandwidth test's buffers */
     const char *isa = "?";
     if (per_kernel) {
-        ktimes = calloc((size_t)nk * (size_t)a.iters, sizeof *ktimes);
+        ktimes = calloc((size_t)nk * (size_t)a.o.iters, sizeof *ktimes);
         rows = calloc((size_t)(nk > 0 ? nk : 1), sizeof *rows);
         if (!ktimes || !rows) goto oom;
-        for (long it = 0; it < a.iters; it++) {
+        for (long it = 0; it < a.o.iters; it++) {
             for (int k = 0; k < nk; k++) {
                 double t0 = now_s();
-                kent[k](t);
-                ktimes[(size_t)k * (size_t)a.iters + (size_t)it] = (now_s() - t0) * 1e3;
+                b.kent[k](b.t);
+                ktimes[(size_t)k * (size_t)a.o.iters + (size_t)it] = (now_s() - t0) * 1e3;
             }
-            if (step) *step += 1;
+            if (b.step) *b.step += 1;
         }
         for (int k = 0; k < nk; k++) {
             const Kernel *K = &fp->kernels[k];
             KRow *r = &rows[k];
             r->k = k;
-            r->ms = median(ktimes + (size_t)k * (size_t)a.iters, a.iters);
+            r->ms = median(ktimes + (size_t)k * (size_t)a.o.iters, a.o.iters);
             for (int j = 0; j < K->nnodes; j++)
                 if (!(fp->inlined && fp->inlined[K->nodes[j]])) r->flops += node_flops(g, &g->nodes[K->nodes[j]]);
-            for (int j = 0; j < K->nins; j++) r->bytes += 4.0 * (double)s.numel[K->ins[j]];
-            for (int j = 0; j < K->nouts; j++) r->bytes += 4.0 * (double)s.numel[K->outs[j]];
+            for (int j = 0; j < K->nins; j++) r->bytes += 4.0 * (double)s->numel[K->ins[j]];
+            for (int j = 0; j < K->nouts; j++) r->bytes += 4.0 * (double)s->numel[K->outs[j]];
             kernel_ops(g, K, r->ops, sizeof r->ops);
             ksum += r->ms;
         }
@@ -646,14 +713,14 @@ int netc_bench_main(int argc, char **argv)
     double gfl = med_ms > 0 ? flops / (med_ms * 1e6) : 0;
     if (a.json) {
         fputs("{\"net\": ", o);
-        jstr(o, g->net_name);
+        netc_bench_json_str(o, g->net_name);
         fputs(", \"protocol\": ", o);
-        jstr(o, g->protocol_name);
+        netc_bench_json_str(o, g->protocol_name);
         fprintf(o, ", \"mode\": \"%s\", \"backend\": \"%s\", \"threads\": %d, \"kernels\": %d, \"arena_bytes\": %lld",
-                a.train ? "train" : "infer", a.backend, threads, nk, (long long)mp->arena_bytes);
+                a.train ? "train" : "infer", a.o.backend, threads, nk, (long long)b.mp->arena_bytes);
         fprintf(o, ", \"compile_s\": %.2f, \"warmup\": %ld, \"iters\": %ld, \"flops\": %.6g, \"median_ms\": %.4f"
                    ", \"min_ms\": %.4f, \"gflops\": %.3f, \"peak_rss_mb\": %.1f",
-                compile_s, a.warmup, a.iters, flops, med_ms, min_ms, gfl, rss_mb);
+                b.compile_s, a.o.warmup, a.o.iters, flops, med_ms, min_ms, gfl, rss_mb);
         if (per_kernel) {
             fprintf(o, ", \"peak_isa\": \"%s\", \"peak_fma_gflops\": %.2f, \"peak_mem_gbs\": %.2f, \"kernel_sum_ms\": %.4f"
                        ", \"kernel_rows\": [",
@@ -665,7 +732,7 @@ int netc_bench_main(int argc, char **argv)
                 bool mem = bw * (r->flops / (r->bytes > 0 ? r->bytes : 1)) < peak;
                 fprintf(o, "%s{\"index\": %d, \"name\": \"%s\", \"kind\": \"%s\", \"ops\": ", i ? ", " : "", r->k,
                         m->kernels[r->k].name, kernel_kind_name(K->kind));
-                jstr(o, r->ops);
+                netc_bench_json_str(o, r->ops);
                 fprintf(o, ", \"median_ms\": %.4f, \"flops\": %.6g, \"bytes\": %.6g, \"gflops\": %.3f, \"gbs\": %.3f"
                            ", \"bound\": \"%s\", \"pct_of_bound\": %.2f}",
                         r->ms, r->flops, r->bytes, kg, kb, mem ? "memory" : "compute",
@@ -676,10 +743,10 @@ int netc_bench_main(int argc, char **argv)
         fputs("}\n", o);
     } else {
         fprintf(o, "%s on %s, %s, %s backend, %d thread%s: %d kernels, arena %.1f MiB, compiled in %.1f s\n",
-                g->net_name, g->protocol_name, a.train ? "whole training step" : "inference", a.backend, threads,
-                threads == 1 ? "" : "s", nk, (double)mp->arena_bytes / 1048576.0, compile_s);
+                g->net_name, g->protocol_name, a.train ? "whole training step" : "inference", a.o.backend, threads,
+                threads == 1 ? "" : "s", nk, (double)b.mp->arena_bytes / 1048576.0, b.compile_s);
         fprintf(o, "step: median %.3f ms, min %.3f ms over %ld runs after %ld warmup; %.3f GFLOP, %.2f GFLOP/s\n", med_ms,
-                min_ms, a.iters, a.warmup, flops * 1e-9, gfl);
+                min_ms, a.o.iters, a.o.warmup, flops * 1e-9, gfl);
         if (per_kernel) {
             fprintf(o, "machine (measured, %d thread%s): FMA peak %.1f GFLOP/s (%s), memory bandwidth %.1f GB/s "
                        "(memcpy, read + write)\n",
@@ -711,23 +778,12 @@ oom:
 out:
     free(rows);
     free(ktimes);
-    free(kent);
     free(times);
-    if (s.buf)
-        for (int i = 0; i < s.ntensors; i++) free(s.buf[i]);
-    free(s.buf);
-    free(s.numel);
-    free(t);
-    free(arena);
-    if (jit) l3_llvm_free(jit);
-    if (cb) cbackend_free(cb);
-    if (m) l3_module_free(m);
-    memplan_free(mp);
-    if (fp) fusion_plan_free(fp);
+    netc_bench_step_free(&b);
     train_free(ts);
     graph_free(g);
     program_free(p);
     diag_free(&d);
-    for (int i = 0; i < a.nov; i++) free(a.ov[i].key);
+    netc_overrides_free(a.o.ov, a.o.nov);
     return status;
 }
