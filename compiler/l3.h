@@ -19,6 +19,13 @@
  * fmuladd.  Index arithmetic is int64 (the lowering may narrow it to int32
  * where the index range allows; backends print what the type says).
  *
+ * L3_U64 is C's uint64_t, for counter-based random numbers (dropout's
+ * splitmix64, lower.c): +, -, * wrap modulo 2^64, / % < <= min max are
+ * unsigned, L3_XOR is ^ and L3_SHR is >> (logical on L3_U64; the result has
+ * the left operand's type), L3_MIX64 is splitmix64's mixing of one state.
+ * Constants of that type come from l3_u64; an operation with an L3_U64
+ * operand (and no float one) is L3_U64, as in C.  Buffers never hold it.
+ *
  * Nodes are allocated from the module's arena and freed with it.
  */
 #ifndef NETC_L3_H
@@ -28,7 +35,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-typedef enum { L3_I64, L3_I32, L3_F32, L3_BOOL } L3Type;
+typedef enum { L3_I64, L3_I32, L3_F32, L3_BOOL, L3_U64 } L3Type;
 
 typedef enum {
     L3E_INT,      /* i */
@@ -46,7 +53,12 @@ typedef enum {
     L3_ADD, L3_SUB, L3_MUL, L3_DIV, L3_MOD, L3_MIN, L3_MAX,
     L3_LT, L3_LE, L3_EQ, L3_NE, L3_AND, L3_OR,
     /* unary */
-    L3_NEG, L3_EXP, L3_LOG, L3_SQRT, L3_TANH, L3_ABS, L3_FLOOR, L3_NOT, L3_EXPM1
+    L3_NEG, L3_EXP, L3_LOG, L3_SQRT, L3_TANH, L3_ABS, L3_FLOOR, L3_NOT, L3_EXPM1,
+    /* binary, integers only (after the unary ones so the ranges above stay) */
+    L3_XOR, L3_SHR,
+    /* unary, L3_U64: splitmix64's output function, z ^= z >> 30; z *= 0xBF58476D1CE4E5B9;
+     * z ^= z >> 27; z *= 0x94D049BB133111EB; z ^ (z >> 31) (the C printers call netc_mix64) */
+    L3_MIX64
 } L3Op;
 
 typedef struct L3Expr L3Expr;
@@ -127,6 +139,7 @@ int l3_buf(L3Module *m, L3Kernel *k, int tensor, L3Type elem, int64_t numel, boo
 int l3_var(L3Module *m, L3Kernel *k, const char *name, L3Type type, bool is_loop);
 
 L3Expr *l3_int(L3Module *m, int64_t v);
+L3Expr *l3_u64(L3Module *m, uint64_t v);                        /* an L3_U64 constant */
 L3Expr *l3_float(L3Module *m, double v);
 L3Expr *l3_varref(L3Module *m, const L3Kernel *k, int var);
 L3Expr *l3_load(L3Module *m, const L3Kernel *k, int buf, L3Expr *index);

@@ -36,14 +36,24 @@ bool l3_expr_uses_var(const L3Expr *e, int var);
 int l3_parallel_plan(const L3Kernel *k, const L3Stmt *s, const L3Stmt **loops, int maxloops, bool *free_vars,
                      bool *used_bufs);
 
-/* C spelling of an L3 type (int64_t, int32_t, float; int for bool). */
+/* Does any kernel of m compute with L3_U64 (a variable or an expression of
+ * that type)?  The CUDA printer then declares uint64_t. */
+bool l3_module_uses_u64(const L3Module *m);
+
+/* The definition of netc_mix64 (L3_MIX64) as C source (cuda: a __device__
+ * function), for the C and CUDA printers' preambles where
+ * l3_module_uses_u64. */
+void l3_print_mix64(FILE *out, bool cuda);
+
+/* C spelling of an L3 type (int64_t, int32_t, float, uint64_t; int for bool). */
 const char *l3_ctype(L3Type t);
 /* A float constant as C source: rounded to float, "%.9g" with a decimal
  * point and an f suffix; NAN, INFINITY, (-INFINITY). */
 void l3_print_float(FILE *out, double f);
 /* An expression as C source (valid C11 and CUDA C): fully parenthesized
  * binary operators, fminf/fmaxf/NETC_MIN/NETC_MAX, fmodf, fmaf for L3E_FMA,
- * 64-bit integer constants with an LL suffix where int would not hold them.
+ * 64-bit integer constants with an LL suffix where int would not hold them,
+ * L3_U64 constants in hex with ull.
  * Out-of-range variable or buffer indices print as netc_bad_var/_buf (the
  * compiler then rejects the source). */
 void l3_print_expr(FILE *out, const L3Kernel *k, const L3Expr *e);

@@ -14,7 +14,9 @@
  *
  * Locals and loop variables are allocas in the entry block (mem2reg turns
  * them into SSA values); loops are `for (v = 0; v < extent; v++)`.
- * Signed integer arithmetic is nsw (overflow is undefined in C too).
+ * Signed integer arithmetic is nsw (overflow is undefined in C too);
+ * uint64_t (L3_U64) wraps, divides, compares and shifts unsigned, and
+ * L3_MIX64 becomes its xor/lshr/mul sequence on the one operand value.
  *
  * Parallel loops are outlined exactly as the C printer does (the regions
  * come from l3_parallel_plan in l3.c): the outermost L3_PARALLEL loop of a
@@ -50,8 +52,9 @@
 #include <llvm-c/Transforms/PassBuilder.h>
 
 /* The C type of a translated value.  CT_I1 is a C int known to be 0 or 1
- * (the result of a comparison, !, && or ||). */
-typedef enum { CT_I1, CT_I32, CT_I64, CT_F32 } CType;
+ * (the result of a comparison, !, && or ||); CT_U64 is uint64_t (L3_U64:
+ * wrapping arithmetic, unsigned division and comparisons, logical >>). */
+typedef enum { CT_I1, CT_I32, CT_I64, CT_F32, CT_U64 } CType;
 
 typedef struct {
     LLVMValueRef v;   /* NULL: translation failed (the message is in Tr.err) */
@@ -98,6 +101,7 @@ static bool storage(L3Type t, CType *out)   /* the C type a declaration of L3 ty
     case L3_I32: *out = CT_I32; return true;
     case L3_F32: *out = CT_F32; return true;
     case L3_BOOL: *out = CT_I32; return true;   /* printed as `int` */
+    case L3_U64: *out = CT_U64; return true;
     }
     return false;
 }
@@ -109,6 +113,7 @@ static LLVMTypeRef lty(Tr *T, CType t)
     case CT_I32: return T->i32;
     case CT_I64: return T->i64;
     case CT_F32: return T->f32;
+    case CT_U64: return T->i64;
     }
     return T->i64;
 }
@@ -120,13 +125,14 @@ static Val conv(Tr *T, Val x, CType to)
     LLVMValueRef v = x.v;
     switch (to) {
     case CT_F32:
-        v = x.t == CT_I1 ? LLVMBuildUIToFP(T->b, v, T->f32, "") : LLVMBuildSIToFP(T->b, v, T->f32, "");
+        v = x.t == CT_I1 || x.t == CT_U64 ? LLVMBuildUIToFP(T->b, v, T->f32, "") : LLVMBuildSIToFP(T->b, v, T->f32, "");
         break;
     case CT_I32:
     case CT_I64:
-        if (x.t == CT_F32) v = LLVMBuildFPToSI(T->b, v, lty(T, to), "");
+    case CT_U64:
+        if (x.t == CT_F32) v = to == CT_U64 ? LLVMBuildFPToUI(T->b, v, lty(T, to), "") : LLVMBuildFPToSI(T->b, v, lty(T, to), "");
         else if (x.t == CT_I1) v = LLVMBuildZExt(T->b, v, lty(T, to), "");
-        else v = LLVMBuildIntCast2(T->b, v, lty(T, to), 1, "");
+        else v = LLVMBuildIntCast2(T->b, v, lty(T, to), x.t != CT_U64, "");   /* int64 <-> uint64: the same bits */
         break;
     case CT_I1:
         if (x.t == CT_F32) v = LLVMBuildFCmp(T->b, LLVMRealUNE, v, LLVMConstReal(T->f32, 0.0), "");
@@ -139,6 +145,7 @@ static Val conv(Tr *T, Val x, CType to)
 static CType common(CType a, CType b)   /* the usual arithmetic conversions (after promotion) */
 {
     if (a == CT_F32 || b == CT_F32) return CT_F32;
+    if (a == CT_U64 || b == CT_U64) return CT_U64;
     if (a == CT_I64 || b == CT_I64) return CT_I64;
     return CT_I32;
 }
@@ -149,7 +156,7 @@ static CType type_of(const Tr *T, const L3Expr *e)
     CType t = CT_I64;
     if (!e) return t;
     switch (e->kind) {
-    case L3E_INT: return CT_I64;
+    case L3E_INT: return e->type == L3_U64 ? CT_U64 : CT_I64;
     case L3E_FLOAT: return CT_F32;
     case L3E_VAR:
         if (e->var >= 0 && e->var < T->k->nvars) storage(T->k->vars[e->var].type, &t);
@@ -160,12 +167,14 @@ static CType type_of(const Tr *T, const L3Expr *e)
     case L3E_BIN:
         if (e->op >= L3_LT && e->op <= L3_OR) return CT_I1;
         if ((e->op == L3_MIN || e->op == L3_MAX) && e->type == L3_F32) return CT_F32;
+        if (e->op == L3_SHR) { t = type_of(T, e->a); return t == CT_I1 ? CT_I32 : t; }   /* the promoted left operand */
         return common(type_of(T, e->a), type_of(T, e->b));
     case L3E_UN:
         switch (e->op) {
         case L3_NEG: t = type_of(T, e->a); return t == CT_I1 ? CT_I32 : t;
         case L3_NOT: return CT_I1;
         case L3_ABS: return e->type == L3_F32 ? CT_F32 : CT_I64;
+        case L3_MIX64: return CT_U64;
         default: return CT_F32;
         }
     case L3E_SELECT: {
@@ -307,19 +316,33 @@ static Val translate_bin(Tr *T, const L3Expr *e)
     }
     Val a = translate(T, e->a), b = translate(T, e->b);
     if (!a.v || !b.v) return BAD;
+    if (e->op == L3_SHR || e->op == L3_XOR) {
+        CType ct = e->op == L3_SHR ? (a.t == CT_I1 ? CT_I32 : a.t) : common(a.t, b.t);
+        if (ct == CT_F32 || b.t == CT_F32) {
+            fail(T, "%s: %s of a float", T->k->name, e->op == L3_SHR ? ">>" : "^");
+            return BAD;
+        }
+        a = conv(T, a, ct);
+        b = conv(T, b, ct);   /* C converts the shift count on its own; LLVM wants one type */
+        LLVMValueRef r = e->op == L3_XOR ? LLVMBuildXor(T->b, a.v, b.v, "")
+                       : ct == CT_U64 ? LLVMBuildLShr(T->b, a.v, b.v, "") : LLVMBuildAShr(T->b, a.v, b.v, "");
+        return (Val){ r, ct };
+    }
     CType ct = common(a.t, b.t);
     if ((e->op == L3_MIN || e->op == L3_MAX) && e->type == L3_F32) ct = CT_F32;   /* fminf / fmaxf */
     a = conv(T, a, ct);
     b = conv(T, b, ct);
-    bool fl = ct == CT_F32;
+    bool fl = ct == CT_F32, u = ct == CT_U64;   /* u: unsigned, wrapping */
     LLVMBuilderRef B = T->b;
     LLVMValueRef r = NULL;
     switch (e->op) {
-    case L3_ADD: r = fl ? LLVMBuildFAdd(B, a.v, b.v, "") : LLVMBuildNSWAdd(B, a.v, b.v, ""); break;
-    case L3_SUB: r = fl ? LLVMBuildFSub(B, a.v, b.v, "") : LLVMBuildNSWSub(B, a.v, b.v, ""); break;
-    case L3_MUL: r = fl ? LLVMBuildFMul(B, a.v, b.v, "") : LLVMBuildNSWMul(B, a.v, b.v, ""); break;
-    case L3_DIV: r = fl ? LLVMBuildFDiv(B, a.v, b.v, "") : LLVMBuildSDiv(B, a.v, b.v, ""); break;
-    case L3_MOD: r = fl ? LLVMBuildFRem(B, a.v, b.v, "") : LLVMBuildSRem(B, a.v, b.v, ""); break;   /* fmodf */
+    case L3_ADD: r = fl ? LLVMBuildFAdd(B, a.v, b.v, "") : u ? LLVMBuildAdd(B, a.v, b.v, "") : LLVMBuildNSWAdd(B, a.v, b.v, ""); break;
+    case L3_SUB: r = fl ? LLVMBuildFSub(B, a.v, b.v, "") : u ? LLVMBuildSub(B, a.v, b.v, "") : LLVMBuildNSWSub(B, a.v, b.v, ""); break;
+    case L3_MUL: r = fl ? LLVMBuildFMul(B, a.v, b.v, "") : u ? LLVMBuildMul(B, a.v, b.v, "") : LLVMBuildNSWMul(B, a.v, b.v, ""); break;
+    case L3_DIV: r = fl ? LLVMBuildFDiv(B, a.v, b.v, "") : u ? LLVMBuildUDiv(B, a.v, b.v, "") : LLVMBuildSDiv(B, a.v, b.v, ""); break;
+    case L3_MOD:   /* fmodf */
+        r = fl ? LLVMBuildFRem(B, a.v, b.v, "") : u ? LLVMBuildURem(B, a.v, b.v, "") : LLVMBuildSRem(B, a.v, b.v, "");
+        break;
     case L3_MIN:
     case L3_MAX:
         if (e->type == L3_F32) {   /* fminf/fmaxf: a NaN operand is ignored, as minnum/maxnum */
@@ -327,7 +350,8 @@ static Val translate_bin(Tr *T, const L3Expr *e)
             r = intrinsic(T, e->op == L3_MIN ? "llvm.minnum" : "llvm.maxnum", T->f32, args, 2);
         } else {   /* NETC_MIN(a, b): ((a) < (b) ? (a) : (b)) */
             LLVMValueRef lt = fl ? LLVMBuildFCmp(B, LLVMRealOLT, e->op == L3_MIN ? a.v : b.v, e->op == L3_MIN ? b.v : a.v, "")
-                                 : LLVMBuildICmp(B, LLVMIntSLT, e->op == L3_MIN ? a.v : b.v, e->op == L3_MIN ? b.v : a.v, "");
+                                 : LLVMBuildICmp(B, u ? LLVMIntULT : LLVMIntSLT, e->op == L3_MIN ? a.v : b.v,
+                                                 e->op == L3_MIN ? b.v : a.v, "");
             r = LLVMBuildSelect(B, lt, a.v, b.v, "");
         }
         break;
@@ -337,13 +361,14 @@ static Val translate_bin(Tr *T, const L3Expr *e)
     case L3_NE: {
         static const LLVMRealPredicate fp[] = { LLVMRealOLT, LLVMRealOLE, LLVMRealOEQ, LLVMRealUNE };
         static const LLVMIntPredicate ip[] = { LLVMIntSLT, LLVMIntSLE, LLVMIntEQ, LLVMIntNE };
+        static const LLVMIntPredicate up[] = { LLVMIntULT, LLVMIntULE, LLVMIntEQ, LLVMIntNE };
         int i = (int)e->op - (int)L3_LT;
-        r = fl ? LLVMBuildFCmp(B, fp[i], a.v, b.v, "") : LLVMBuildICmp(B, ip[i], a.v, b.v, "");
+        r = fl ? LLVMBuildFCmp(B, fp[i], a.v, b.v, "") : LLVMBuildICmp(B, u ? up[i] : ip[i], a.v, b.v, "");
         return (Val){ r, CT_I1 };
     }
-    case L3_AND: case L3_OR:   /* handled above */
+    case L3_AND: case L3_OR: case L3_XOR: case L3_SHR:   /* handled above */
     case L3_NEG: case L3_EXP: case L3_LOG: case L3_SQRT: case L3_TANH: case L3_ABS: case L3_FLOOR: case L3_NOT:
-    case L3_EXPM1:
+    case L3_EXPM1: case L3_MIX64:
         fail(T, "%s: unary operator %d used as a binary one", T->k->name, (int)e->op);
         return BAD;
     }
@@ -364,7 +389,7 @@ static Val translate_un(Tr *T, const L3Expr *e)
     case L3_NEG:
         if (a.t == CT_F32) return (Val){ LLVMBuildFNeg(B, a.v, ""), CT_F32 };
         if (a.t == CT_I1) a = conv(T, a, CT_I32);
-        return (Val){ LLVMBuildNSWNeg(B, a.v, ""), a.t };
+        return (Val){ a.t == CT_U64 ? LLVMBuildNeg(B, a.v, "") : LLVMBuildNSWNeg(B, a.v, ""), a.t };
     case L3_NOT: {   /* !a: a == 0 */
         LLVMValueRef c = conv(T, a, CT_I1).v;
         return (Val){ LLVMBuildXor(B, c, LLVMConstInt(T->i1, 1, 0), ""), CT_I1 };
@@ -378,6 +403,16 @@ static Val translate_un(Tr *T, const L3Expr *e)
         }
         intr = "llvm.fabs";
         break;
+    case L3_MIX64: {   /* splitmix64's output function on the one value a */
+        LLVMValueRef z = conv(T, a, CT_U64).v;
+        static const unsigned sh[3] = { 30, 27, 31 };
+        static const unsigned long long mul[2] = { 0xBF58476D1CE4E5B9ull, 0x94D049BB133111EBull };
+        for (int i = 0; i < 3; i++) {
+            z = LLVMBuildXor(B, z, LLVMBuildLShr(B, z, LLVMConstInt(T->i64, sh[i], 0), ""), "");
+            if (i < 2) z = LLVMBuildMul(B, z, LLVMConstInt(T->i64, mul[i], 0), "");
+        }
+        return (Val){ z, CT_U64 };
+    }
     case L3_EXP: intr = "llvm.exp"; break;
     case L3_LOG: intr = "llvm.log"; break;
     case L3_SQRT: intr = "llvm.sqrt"; break;
@@ -385,7 +420,7 @@ static Val translate_un(Tr *T, const L3Expr *e)
     case L3_TANH: lib = "tanhf"; break;
     case L3_EXPM1: lib = "expm1f"; break;
     case L3_ADD: case L3_SUB: case L3_MUL: case L3_DIV: case L3_MOD: case L3_MIN: case L3_MAX:
-    case L3_LT: case L3_LE: case L3_EQ: case L3_NE: case L3_AND: case L3_OR:
+    case L3_LT: case L3_LE: case L3_EQ: case L3_NE: case L3_AND: case L3_OR: case L3_XOR: case L3_SHR:
         fail(T, "%s: binary operator %d used as a unary one", T->k->name, (int)e->op);
         return BAD;
     }
@@ -406,7 +441,9 @@ static Val translate(Tr *T, const L3Expr *e)
         return BAD;
     }
     switch (e->kind) {
-    case L3E_INT: return (Val){ LLVMConstInt(T->i64, (unsigned long long)e->i, 1), CT_I64 };
+    case L3E_INT:
+        if (e->type == L3_U64) return (Val){ LLVMConstInt(T->i64, (unsigned long long)e->i, 0), CT_U64 };
+        return (Val){ LLVMConstInt(T->i64, (unsigned long long)e->i, 1), CT_I64 };
     case L3E_FLOAT: return (Val){ LLVMConstReal(T->f32, (double)(float)e->f), CT_F32 };
     case L3E_VAR: {
         CType t;

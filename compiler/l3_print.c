@@ -88,7 +88,46 @@ bool l3_loop_independent(const L3Stmt *s)
     return ok;
 }
 
+static bool expr_uses_u64(const L3Expr *e)
+{
+    if (!e) return false;
+    return e->type == L3_U64 || expr_uses_u64(e->a) || expr_uses_u64(e->b) || expr_uses_u64(e->c);
+}
+
+static bool block_uses_u64(const L3Block *b)
+{
+    for (int i = 0; i < b->n; i++) {
+        const L3Stmt *s = b->s[i];
+        if (expr_uses_u64(s->index) || expr_uses_u64(s->value) || expr_uses_u64(s->cond)) return true;
+        if (block_uses_u64(&s->body) || block_uses_u64(&s->els)) return true;
+    }
+    return false;
+}
+
+bool l3_module_uses_u64(const L3Module *m)
+{
+    for (int i = 0; i < m->nkernels; i++) {
+        const L3Kernel *k = &m->kernels[i];
+        for (int v = 0; v < k->nvars; v++)
+            if (k->vars[v].type == L3_U64) return true;
+        if (block_uses_u64(&k->body)) return true;
+    }
+    return false;
+}
+
 /* ---- expressions as C ------------------------------------------------------------------------- */
+
+void l3_print_mix64(FILE *out, bool cuda)
+{
+    fprintf(out, "/* splitmix64's mixing of one state (dropout's random numbers, compiler/lower.c) */\n"
+                 "static %sinline uint64_t netc_mix64(uint64_t z)\n"
+                 "{\n"
+                 "    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;\n"
+                 "    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;\n"
+                 "    return z ^ (z >> 31);\n"
+                 "}\n\n",
+            cuda ? "__device__ " : "");
+}
 
 const char *l3_ctype(L3Type t)
 {
@@ -97,6 +136,7 @@ const char *l3_ctype(L3Type t)
     case L3_I32: return "int32_t";
     case L3_F32: return "float";
     case L3_BOOL: return "int";
+    case L3_U64: return "uint64_t";
     }
     return "int";
 }
@@ -133,7 +173,8 @@ void l3_print_expr(FILE *out, const L3Kernel *k, const L3Expr *e)
     if (!e) { fputs("0", out); return; }
     switch (e->kind) {
     case L3E_INT:
-        if (e->i == INT64_MIN) fputs("(-9223372036854775807LL - 1)", out);
+        if (e->type == L3_U64) fprintf(out, "0x%" PRIx64 "ull", (uint64_t)e->i);
+        else if (e->i == INT64_MIN) fputs("(-9223372036854775807LL - 1)", out);
         else if (e->i < 0) fprintf(out, "(%" PRId64 "LL)", e->i);
         else if (e->i > INT32_MAX) fprintf(out, "%" PRId64 "LL", e->i);
         else fprintf(out, "%" PRId64, e->i);
@@ -158,7 +199,7 @@ void l3_print_expr(FILE *out, const L3Kernel *k, const L3Expr *e)
         }
         fputc('(', out);
         l3_print_expr(out, k, e->a);
-        fprintf(out, " %s ", e->op <= L3_OR && bin[e->op] ? bin[e->op] : "+");
+        fprintf(out, " %s ", e->op == L3_XOR ? "^" : e->op == L3_SHR ? ">>" : e->op <= L3_OR && bin[e->op] ? bin[e->op] : "+");
         l3_print_expr(out, k, e->b);
         fputc(')', out);
         return;
@@ -166,7 +207,7 @@ void l3_print_expr(FILE *out, const L3Kernel *k, const L3Expr *e)
         static const char *fn[] = { [L3_NEG] = "-", [L3_EXP] = "expf", [L3_LOG] = "logf", [L3_SQRT] = "sqrtf",
                                     [L3_TANH] = "tanhf", [L3_ABS] = "fabsf", [L3_FLOOR] = "floorf", [L3_NOT] = "!",
                                     [L3_EXPM1] = "expm1f" };
-        const char *f = e->op >= L3_NEG && e->op <= L3_EXPM1 ? fn[e->op] : NULL;
+        const char *f = e->op >= L3_NEG && e->op <= L3_EXPM1 ? fn[e->op] : e->op == L3_MIX64 ? "netc_mix64" : NULL;
         if (e->op == L3_ABS && e->type != L3_F32) f = "llabs";
         fputs(f ? f : "", out);
         fputc('(', out);

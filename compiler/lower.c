@@ -106,6 +106,50 @@ void emitf(Lo *L, L3Block *b, L3Expr *flat, L3Expr *v)
     emit(L, b, c, v);
 }
 
+/* ---- dropout (training) ---------------------------------------------------------------------------
+ *
+ * The reference's random stream (runtime/ref.h): dropout node i draws from
+ * splitmix64 with state s0 = seed ^ (0xD1B54A32D192ED03 * (i + 1)); element
+ * j (row-major) takes the generator's (j + 1)-th output, whose state is
+ * s0 + (j + 1) * 0x9E3779B97F4A7C15, mixed (L3_MIX64): a closed form, so
+ * every element is computed on its own (any loop order, any number of
+ * threads, the same mask).  The element is zeroed when its draw
+ * u = (z >> 11) * 2^-53 < p, which for the integer z >> 11 is exactly
+ * (z >> 11) < ceil(p * 2^53): the kernels compare integers and never round.
+ * The backward pass recomputes the same mask (the forward node's index, the
+ * same element index).
+ *
+ * The seed of a step is the value of the `train.step` input (1, 2, ... as
+ * the trainer feeds it for the optimizer; exact in float32 up to 2^24
+ * steps), or 0 in a training graph without one: the generated step draws
+ * what ref_forward(g, s, true, step) draws. */
+static L3Expr *dropout_seed(Lo *L)
+{
+    for (int i = 0; i < L->g->ninputs; i++) {
+        int t = L->g->inputs[i].tensor;
+        const Tensor *te = &L->g->tensors[t];
+        if (te->kind == TK_HYPER && te->dtype == DT_F32 && strcmp(te->name, "train.step") == 0)
+            return l3_cast(L->m, L3_U64, load(L, buf(L, t, false, "step"), I(L, 0)));
+    }
+    return l3_u64(L->m, 0);
+}
+
+/* x * mask / (1 - p) with dropout node `node`'s mask at coordinates c of
+ * shape s (its output's, or its gradient's: the same); lower_grad.c
+ * declares it too. */
+L3Expr *dropout_value(Lo *L, int node, const Shape *s, L3Expr *const *c, L3Expr *x)
+{
+    double p = L->g->nodes[node].at.p;
+    if (!(p > 0)) return x;   /* nothing is dropped */
+    const uint64_t gamma = 0x9E3779B97F4A7C15ull, key = 0xD1B54A32D192ED03ull * (uint64_t)(node + 1);
+    L3Expr *j1 = add(L, l3_cast(L->m, L3_U64, lin(L, s, c)), l3_u64(L->m, 1));
+    L3Expr *state = add(L, bin(L, L3_XOR, dropout_seed(L), l3_u64(L->m, key)), mul(L, j1, l3_u64(L->m, gamma)));
+    L3Expr *z = l3_un(L->m, L3_MIX64, state);
+    uint64_t below = (uint64_t)ceil(p * 9007199254740992.0);   /* ceil(p * 2^53) */
+    L3Expr *drop = bin(L, L3_LT, bin(L, L3_SHR, z, I(L, 11)), l3_u64(L->m, below));
+    return l3_select(L->m, drop, F(L, 0), mul(L, x, F(L, 1.0 / (1.0 - p))));
+}
+
 /* The value of node p's output at coordinates c, as an expression: the
  * nodes a kernel computes besides its anchor (epilogue chains and inlined
  * movement ops).  Every load stays in bounds whichever way a select goes
@@ -127,7 +171,7 @@ static L3Expr *pointwise_value(Lo *L, const Node *n, L3Expr *x, L3Expr *const *c
     case OP_ELU: return l3_select(L->m, bin(L, L3_LT, F(L, 0), x), x, mul(L, F(L, at->alpha), l3_un(L->m, L3_EXPM1, x)));
     case OP_SIGMOID: return dv(L, F(L, 1), add(L, F(L, 1), l3_un(L->m, L3_EXP, l3_un(L->m, L3_NEG, x))));
     case OP_TANH: return l3_un(L->m, L3_TANH, x);
-    case OP_DROPOUT: return x;   /* inference only (training dropout is refused by the lowering) */
+    case OP_DROPOUT: return L->training ? dropout_value(L, (int)(n - L->g->nodes), os, c, x) : x;
     default: return NULL;
     }
 }
@@ -265,7 +309,7 @@ static L3Expr *node_expr(Lo *L, int p, L3Expr *const *c)
             L3Expr *t = l3_un(L->m, L3_TANH, x);
             return mul(L, dy, sub(L, F(L, 1), mul(L, t, t)));
         }
-        case OP_DROPOUT: return dy;
+        case OP_DROPOUT: return L->training ? dropout_value(L, at->grad_node, os, c, dy) : dy;
         default: return NULL;
         }
     }
@@ -300,11 +344,7 @@ static bool lower_pointwise(Lo *L, char *err, size_t errlen)
         r = node_expr(L, L->index, c);
         break;
     case OP_DROPOUT:
-        if (L->training) {
-            snprintf(err, errlen, "%s: dropout in training is not lowered yet (its random stream)", n->name);
-            return false;
-        }
-        r = x;
+        r = L->training ? dropout_value(L, L->index, os, c, x) : x;
         break;
     case OP_SCALE: case OP_RELU: case OP_LEAKY_RELU: case OP_PRELU: case OP_ELU: case OP_SIGMOID: case OP_TANH:
         r = pointwise_value(L, n, x, c, os);

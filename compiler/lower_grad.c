@@ -21,16 +21,16 @@
 
 /* ---- elementwise, softmax, add/mul ---------------------------------------------------------------- */
 
+/* Dropout in training (lower.c): x * mask / (1 - p) with node `node`'s
+ * random mask at coordinates c of shape s. */
+L3Expr *dropout_value(Lo *L, int node, const Shape *s, L3Expr *const *c, L3Expr *x);
+
 static bool grad_pointwise(Lo *L, char *err, size_t errlen)
 {
     const Node *f = fwd(L);
     const OpAttrs *at = &f->at;
     int k = L->n->at.grad_operand;
     const Shape *xs = tshape(L, t_x(L, 0));
-    if (f->op == OP_DROPOUT && L->training) {
-        snprintf(err, errlen, "%s: dropout in training is not lowered yet (its random stream)", L->n->name);
-        return false;
-    }
     if (f->op == OP_PRELU && k == 1) {   /* d weight[c] = sum over x < 0 of dy * x */
         int w_rows = at->shared ? 1 : (int)xs->d[1];
         int cv;
@@ -77,7 +77,7 @@ static bool grad_pointwise(Lo *L, char *err, size_t errlen)
         r = mul(L, d, sub(L, F(L, 1), mul(L, V(L, t), V(L, t))));
         break;
     }
-    case OP_DROPOUT: r = d; break;
+    case OP_DROPOUT: r = L->training ? dropout_value(L, L->n->at.grad_node, xs, c, d) : d; break;   /* the forward's mask */
     default:
         snprintf(err, errlen, "%s: no gradient lowering for %s", L->n->name, op_table[f->op].name);
         return false;

@@ -413,7 +413,7 @@ int train_run(const Graph *g, const TrainSpec *ts, BatchSource *src, const Train
             int64_t k = e * I + it;
             if (src->next(src->ctx, k, g, s, err, errlen) != 0) { rc = -1; goto done; }
             s->buf[t_lr][0] = (float)lr;
-            s->buf[t_step][0] = (float)(step + 1);
+            s->buf[t_step][0] = (float)(step + 1);   /* also the seed of dropout's masks (compiler/lower.c) */
             if (exec_grads(x, s, err, errlen) != 0) { rc = -1; goto done; }
             double loss = s->buf[g->losses[0].tensor][0];
             if (!isfinite(loss)) {

@@ -7,6 +7,8 @@
 
 #include "support.h"
 
+Suite *codegen_dropout_suite(void);   /* tests/test_codegen_dropout.c */
+
 #ifndef NETC_SOURCE_DIR
 #define NETC_SOURCE_DIR "."
 #endif
@@ -31,6 +33,7 @@ int main(void)
     srunner_add_suite(sr, fuse_suite());
     srunner_add_suite(sr, memplan_suite());
     srunner_add_suite(sr, codegen_suite());
+    srunner_add_suite(sr, codegen_dropout_suite());
     srunner_add_suite(sr, trainer_suite());
     srunner_add_suite(sr, augment_suite());
     srunner_add_suite(sr, llvm_suite());
