@@ -21,10 +21,6 @@
 
 /* ---- elementwise, softmax, add/mul ---------------------------------------------------------------- */
 
-/* Dropout in training (lower.c): x * mask / (1 - p) with node `node`'s
- * random mask at coordinates c of shape s. */
-L3Expr *dropout_value(Lo *L, int node, const Shape *s, L3Expr *const *c, L3Expr *x);
-
 static bool grad_pointwise(Lo *L, char *err, size_t errlen)
 {
     const Node *f = fwd(L);
@@ -322,6 +318,11 @@ static bool grad_conv(Lo *L)
         int acc = conv_accumulator(L);
         if (acc >= 0) return lower_transposed_rows(L, dy, t_p(L, 0), -1, acc);
     }
+    /* an upconv's input gradient, a convolution of dy: register tiles (lower_sched.c);
+     * NETC_UPCONV_GRAD_ELEMENTWISE=1: the elementwise gather below */
+    if (k == 0 && up && !getenv("NETC_CONV_ELEMENTWISE") && !getenv("NETC_UPCONV_GRAD_ELEMENTWISE")) {
+        if (lower_upconv_input_grad_tiled(L, dy, t_p(L, 0), conv_accumulator(L))) return true;
+    }
     if (k == 0) {   /* input gradient */
         L3Expr *c[MAX_RANK];
         L3Block *b = loops_over(L, &L->k->body, is, c);
@@ -359,6 +360,8 @@ static bool grad_conv(Lo *L)
         emit(L, b, c, V(L, acc));
         return true;
     }
+    /* weight gradient: register tiles (lower_sched_grad.c); NETC_WGRAD_LANES=1: the lane schedule */
+    if (!getenv("NETC_CONV_ELEMENTWISE") && !getenv("NETC_WGRAD_LANES") && lower_conv_wgrad_tiled(L)) return true;
     if (!up && !getenv("NETC_CONV_ELEMENTWISE")) return conv_weight_grad_lanes(L, dy, x, ws);
     /* weight gradient: w[a, b, t] summed over n and the positions the tap touches */
     L3Expr *wc[MAX_RANK];
@@ -416,7 +419,11 @@ static bool grad_pool(Lo *L, bool is_max)
     int o = out_buf(L);
     zero(L, o, numel0(is));
     L3Expr *c[MAX_RANK];
-    L3Block *b = serial_over(L, &L->k->body, os, c);
+    /* windows that do not overlap scatter into disjoint elements: every
+     * window is independent; otherwise only the (n, c) planes are */
+    bool disjoint = true;
+    for (int i = 0; i < sr; i++) disjoint = disjoint && at->stride[i] >= at->kernel[i];
+    L3Block *b = disjoint ? flat_parallel_over(L, &L->k->body, os, c) : plane_parallel_over(L, &L->k->body, os, c);
     int d = local(L, b, "d", L3_F32, val(L, t_dy(L), c));
     int svs[MAX_SPATIAL], evs[MAX_SPATIAL];
     L3Expr *cnt = NULL, *padded = NULL;
@@ -483,7 +490,7 @@ static bool grad_upsample(Lo *L)
     int o = out_buf(L);
     zero(L, o, numel0(is));
     L3Expr *c[MAX_RANK];
-    L3Block *b = serial_over(L, &L->k->body, os, c);
+    L3Block *b = plane_parallel_over(L, &L->k->body, os, c);
     int d = local(L, b, "d", L3_F32, val(L, t_dy(L), c));
     if (at->mode != 1) {
         L3Expr *ic[MAX_RANK];

@@ -135,6 +135,19 @@ bool lower_conv_rows(Lo *L, int acc_t);
 bool lower_conv_tiled(Lo *L);
 bool lower_upconv_tiled(Lo *L);   /* kernel == stride, dilation 1 (else false, nothing emitted) */
 
+/* The register-tiled weight gradient of a convolution or upconv (a grad
+ * node with grad_operand 1; lower_sched_grad.c); false: not a geometry it
+ * handles, nothing emitted. */
+bool lower_conv_wgrad_tiled(Lo *L);
+/* An upconv's input gradient (a convolution of dy) in the register tiles
+ * (lower_sched.c); false: not a shape they handle, nothing emitted. */
+bool lower_upconv_input_grad_tiled(Lo *L, int dy, int w_tensor, int acc_t);
+
+/* Dropout in training (lower.c): x * mask / (1 - p) with node `node`'s
+ * random mask at coordinates c of shape s (the gradient reuses the
+ * forward's mask). */
+L3Expr *dropout_value(Lo *L, int node, const Shape *s, L3Expr *const *c, L3Expr *x);
+
 /* Grad nodes: the forward node and its operands (inputs: dy, the forward
  * inputs, parameters, output), and small builders shared by lower_grad.c
  * and lower_loss.c. */
@@ -175,11 +188,47 @@ static inline L3Block *serial_over(Lo *L, L3Block *in, const Shape *s, L3Expr **
     return b;
 }
 
-/* out[:] = 0 (before a scatter). */
+/* Loops over shape s for a scatter that stays inside its (n, c) plane
+ * (pooling and upsampling gradients): the planes are independent, so
+ * n x c is one parallel loop and the spatial loops run in order inside it. */
+static inline L3Block *plane_parallel_over(Lo *L, L3Block *in, const Shape *s, L3Expr **c)
+{
+    static const char *nm[] = { "i", "j", "k" };
+    int nc;
+    L3Block *b = loop(L, in, "nc", s->d[0] * s->d[1], &nc, L3_PARALLEL);
+    c[0] = dv(L, V(L, nc), I(L, s->d[1]));
+    c[1] = bin(L, L3_MOD, V(L, nc), I(L, s->d[1]));
+    for (int i = 2; i < s->rank; i++) {
+        int v;
+        b = loop(L, b, i - 2 < 3 ? nm[i - 2] : "a", s->d[i], &v, 0);
+        c[i] = V(L, v);
+    }
+    return b;
+}
+
+/* One parallel loop over every element of shape s (coordinates by division):
+ * for a scatter whose sources write disjoint destinations (pooling windows
+ * that do not overlap). */
+static inline L3Block *flat_parallel_over(Lo *L, L3Block *in, const Shape *s, L3Expr **c)
+{
+    int64_t n = 1;
+    for (int i = 0; i < s->rank; i++) n *= s->d[i];
+    int v;
+    L3Block *b = loop(L, in, "e", n, &v, L3_PARALLEL);
+    int64_t inner = n;
+    for (int i = 0; i < s->rank; i++) {
+        inner /= s->d[i];
+        L3Expr *q = inner > 1 ? dv(L, V(L, v), I(L, inner)) : V(L, v);
+        c[i] = i > 0 ? bin(L, L3_MOD, q, I(L, s->d[i])) : q;
+    }
+    return b;
+}
+
+/* out[:] = 0 (before a scatter), in parallel. */
 static inline void zero(Lo *L, int ob, int64_t n)
 {
     int v;
-    L3Block *b = loop(L, &L->k->body, "z", n, &v, L3_VECTORIZE);
+    L3Block *b = loop(L, &L->k->body, "z", n, &v, L3_PARALLEL);
     l3_store(L->m, b, ob, V(L, v), F(L, 0), false);
 }
 

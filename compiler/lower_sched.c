@@ -212,7 +212,18 @@ bool lower_transposed_rows(Lo *L, int src_t, int w_tensor, int bias_buf, int acc
  * An input made by a concat inlined into the kernel is read part by part
  * (the input channel loop splits at the parts' boundaries) so no lane
  * selects between tensors.  Parallel over (n, group, channel tile) x rows.
- * Results: see epilogue_buffer. */
+ * Results: see epilogue_buffer.
+ *
+ * Accuracy: an output adds C_in x taps products (512 x 9 = 4608 at
+ * unet2d's bottleneck); added one after another into one float, the
+ * rounding error grows with that count (measured there: 1.9e-6 of the
+ * largest output, 8x PyTorch's float32 convolution on the same inputs).
+ * The input channels are summed in blocks of 16 (chan_block): each block
+ * into partial accumulators that start at 0 and are added into the tile's
+ * accumulators after the block, so the error grows with about 16 x taps +
+ * C_in / 16 terms (measured 2.5e-7, as PyTorch).  The partials double the
+ * tile's accumulator registers and cost one add per output and block: no
+ * measurable time. */
 
 enum { TILE_MAX_OC = 16, TILE_MAX_W = 64 };
 
@@ -290,93 +301,140 @@ static bool tap_inside(const Tile *T, int64_t ow, int64_t kw)
     return p >= 0 && p < T->is->d[2 + T->last];
 }
 
+/* Input channels c0 + 0 .. c0 + count-1 of part P (c0: an expression, NULL
+ * for 0) times every tap, added into the tile's accumulators acc (noc x
+ * width locals), one channel after another. */
+static void tile_channels(Tile *T, L3Block *b, const InPart *P, L3Expr *c0, int64_t count, int noc, L3Expr *w0,
+                          int64_t w0c, int width, int acc[][TILE_MAX_W])
+{
+    Lo *L = T->L;
+    const OpAttrs *at = T->at;
+    int last = T->last;
+    int64_t K = at->kernel[last], s = at->stride[last], dl = at->dilation[last], lo = at->pad.lo[last];
+    int ci;
+    L3Block *body = loop(L, b, "ci", count, &ci, 0);
+    L3Expr *cie = c0 ? add(L, c0, V(L, ci)) : V(L, ci);
+    L3Expr *ic[MAX_RANK], *wc[MAX_RANK];
+    ic[0] = T->n;
+    ic[1] = P->whole ? add(L, mul(L, T->grp, I(L, T->cpg)), cie) : cie;
+    if (T->flip) {   /* w[source channel][destination channel in the group][taps reversed] */
+        wc[0] = ic[1];
+        wc[1] = NULL;   /* per channel below */
+    } else
+        wc[1] = add(L, cie, I(L, P->c0));
+    for (int i = 0; i < last; i++) {   /* row taps: tested once per row */
+        int tv;
+        body = loop(L, body, "t", at->kernel[i], &tv, 0);
+        wc[2 + i] = T->flip ? sub(L, I(L, at->kernel[i] - 1), V(L, tv)) : V(L, tv);
+        int64_t st = at->stride[i], d = at->dilation[i], pl = at->pad.lo[i], in = T->is->d[2 + i];
+        L3Expr *p = add(L, sub(L, mul(L, T->rows[i], I(L, st)), I(L, pl)), mul(L, V(L, tv), I(L, d)));
+        ic[2 + i] = p;
+        L3Expr *ok = NULL;
+        if (pl > 0) ok = bin(L, L3_LE, I(L, 0), p);
+        if ((T->os->d[2 + i] - 1) * st - pl + (at->kernel[i] - 1) * d >= in) {
+            L3Expr *o2 = bin(L, L3_LT, p, I(L, in));
+            ok = ok ? bin(L, L3_AND, ok, o2) : o2;
+        }
+        if (ok) body = &l3_if(L->m, body, ok)->body;
+    }
+    /* last-axis taps: those inside for every lane as a loop (all of them
+     * in a runtime tile), the others (constant tiles) unrolled, each
+     * lane's test decided here */
+    int64_t k0 = 0, k1 = K;
+    if (w0c >= 0) {   /* the taps inside for every lane: an interval */
+        k0 = k1 = -1;
+        for (int64_t kw = 0; kw < K; kw++) {
+            bool all = true;
+            for (int l = 0; l < width && all; l++) all = tap_inside(T, w0c + l, kw);
+            if (all && k0 < 0) k0 = kw;
+            if (all) k1 = kw + 1;
+        }
+    }
+    for (int64_t kw = -1; kw < K; kw++) {
+        bool all = kw < 0;
+        if (all && k1 <= k0) continue;
+        if (!all && kw >= k0 && kw < k1) continue;
+        bool any = all;
+        for (int l = 0; l < width && !any; l++) any = tap_inside(T, w0c + l, kw);
+        if (!any) continue;
+        L3Block *kb = body;
+        L3Expr *kwe = I(L, kw);
+        if (all) {
+            int kv;
+            kb = loop(L, body, "kw", k1 - k0, &kv, 0);
+            kwe = add(L, V(L, kv), I(L, k0));
+        }
+        wc[2 + last] = T->flip ? sub(L, I(L, K - 1), kwe) : kwe;
+        int wv[TILE_MAX_OC], xv[TILE_MAX_W];
+        for (int o = 0; o < noc; o++) {
+            if (T->flip) wc[1] = sub(L, add(L, T->co, I(L, o)), mul(L, T->grp, I(L, T->opg)));
+            else wc[0] = add(L, T->co, I(L, o));
+            wv[o] = local(L, kb, "w", L3_F32, load(L, T->w, lin(L, &T->ws, wc)));
+        }
+        for (int l = 0; l < width; l++) {
+            L3Expr *x = F(L, 0);
+            if (all || tap_inside(T, w0c + l, kw)) {
+                ic[2 + last] = add(L, mul(L, add(L, w0, I(L, l)), I(L, s)), sub(L, mul(L, kwe, I(L, dl)), I(L, lo)));
+                x = val(L, P->tensor, ic);
+            }
+            xv[l] = local(L, kb, "x", L3_F32, x);
+        }
+        for (int o = 0; o < noc; o++)
+            for (int l = 0; l < width; l++)
+                set(L, kb, acc[o][l], l3_fma(L->m, V(L, xv[l]), V(L, wv[o]), V(L, acc[o][l])));
+    }
+}
+
+/* Input channels per partial sum: 16 (the accuracy note above
+ * epilogue_buffer); NETC_CONV_CBLOCK=N overrides it, for experiments (0: one
+ * sum over every channel, as before). */
+static int64_t chan_block(void)
+{
+    const char *e = getenv("NETC_CONV_CBLOCK");
+    long v;
+    char tail;
+    if (e && sscanf(e, "%ld%c", &v, &tail) == 1 && v >= 0) return v;
+    return 16;
+}
+
 /* One tile: noc channels from T->co, `width` outputs from w0 (w0c: the
  * same as a constant, -1 when it is a runtime value: then every tap of
  * every lane is known to be inside). */
 static void tile_code(Tile *T, L3Block *b, int noc, L3Expr *w0, int64_t w0c, int width)
 {
     Lo *L = T->L;
-    const OpAttrs *at = T->at;
     int last = T->last;
-    int64_t K = at->kernel[last], s = at->stride[last], dl = at->dilation[last], lo = at->pad.lo[last];
     int acc[TILE_MAX_OC][TILE_MAX_W];
     for (int o = 0; o < noc; o++) {
         L3Expr *init = F(L, 0);
         if (T->bb >= 0) init = V(L, local(L, b, "bias", L3_F32, load(L, T->bb, add(L, T->co, I(L, o)))));
         for (int l = 0; l < width; l++) acc[o][l] = local(L, b, "acc", L3_F32, init);
     }
+    int64_t cb = chan_block();
     for (int pi = 0; pi < T->nparts; pi++) {
         const InPart *P = &T->parts[pi];
-        int ci;
-        L3Block *body = loop(L, b, "ci", P->n, &ci, 0);
-        L3Expr *ic[MAX_RANK], *wc[MAX_RANK];
-        ic[0] = T->n;
-        ic[1] = P->whole ? add(L, mul(L, T->grp, I(L, T->cpg)), V(L, ci)) : V(L, ci);
-        if (T->flip) {   /* w[source channel][destination channel in the group][taps reversed] */
-            wc[0] = ic[1];
-            wc[1] = NULL;   /* per channel below */
-        } else
-            wc[1] = add(L, V(L, ci), I(L, P->c0));
-        for (int i = 0; i < last; i++) {   /* row taps: tested once per row */
-            int tv;
-            body = loop(L, body, "t", at->kernel[i], &tv, 0);
-            wc[2 + i] = T->flip ? sub(L, I(L, at->kernel[i] - 1), V(L, tv)) : V(L, tv);
-            int64_t st = at->stride[i], d = at->dilation[i], pl = at->pad.lo[i], in = T->is->d[2 + i];
-            L3Expr *p = add(L, sub(L, mul(L, T->rows[i], I(L, st)), I(L, pl)), mul(L, V(L, tv), I(L, d)));
-            ic[2 + i] = p;
-            L3Expr *ok = NULL;
-            if (pl > 0) ok = bin(L, L3_LE, I(L, 0), p);
-            if ((T->os->d[2 + i] - 1) * st - pl + (at->kernel[i] - 1) * d >= in) {
-                L3Expr *o2 = bin(L, L3_LT, p, I(L, in));
-                ok = ok ? bin(L, L3_AND, ok, o2) : o2;
-            }
-            if (ok) body = &l3_if(L->m, body, ok)->body;
+        if (cb <= 0 || P->n <= cb) {
+            tile_channels(T, b, P, NULL, P->n, noc, w0, w0c, width, acc);
+            continue;
         }
-        /* last-axis taps: those inside for every lane as a loop (all of them
-         * in a runtime tile), the others (constant tiles) unrolled, each
-         * lane's test decided here */
-        int64_t k0 = 0, k1 = K;
-        if (w0c >= 0) {   /* the taps inside for every lane: an interval */
-            k0 = k1 = -1;
-            for (int64_t kw = 0; kw < K; kw++) {
-                bool all = true;
-                for (int l = 0; l < width && all; l++) all = tap_inside(T, w0c + l, kw);
-                if (all && k0 < 0) k0 = kw;
-                if (all) k1 = kw + 1;
+        /* blocks of cb input channels, each summed into partials that are
+         * then added to the accumulators */
+        int64_t nb = P->n / cb, rem = P->n % cb;
+        for (int r = 0; r < 2; r++) {
+            if (r == 1 && rem == 0) break;
+            L3Block *pb = b;
+            L3Expr *c0 = I(L, nb * cb);
+            if (r == 0) {
+                int bv;
+                pb = loop(L, b, "cb", nb, &bv, 0);
+                c0 = mul(L, V(L, bv), I(L, cb));
             }
-        }
-        for (int64_t kw = -1; kw < K; kw++) {
-            bool all = kw < 0;
-            if (all && k1 <= k0) continue;
-            if (!all && kw >= k0 && kw < k1) continue;
-            bool any = all;
-            for (int l = 0; l < width && !any; l++) any = tap_inside(T, w0c + l, kw);
-            if (!any) continue;
-            L3Block *kb = body;
-            L3Expr *kwe = I(L, kw);
-            if (all) {
-                int kv;
-                kb = loop(L, body, "kw", k1 - k0, &kv, 0);
-                kwe = add(L, V(L, kv), I(L, k0));
-            }
-            wc[2 + last] = T->flip ? sub(L, I(L, K - 1), kwe) : kwe;
-            int wv[TILE_MAX_OC], xv[TILE_MAX_W];
-            for (int o = 0; o < noc; o++) {
-                if (T->flip) wc[1] = sub(L, add(L, T->co, I(L, o)), mul(L, T->grp, I(L, T->opg)));
-                else wc[0] = add(L, T->co, I(L, o));
-                wv[o] = local(L, kb, "w", L3_F32, load(L, T->w, lin(L, &T->ws, wc)));
-            }
-            for (int l = 0; l < width; l++) {
-                L3Expr *x = F(L, 0);
-                if (all || tap_inside(T, w0c + l, kw)) {
-                    ic[2 + last] = add(L, mul(L, add(L, w0, I(L, l)), I(L, s)), sub(L, mul(L, kwe, I(L, dl)), I(L, lo)));
-                    x = val(L, P->tensor, ic);
-                }
-                xv[l] = local(L, kb, "x", L3_F32, x);
-            }
+            int part[TILE_MAX_OC][TILE_MAX_W];
             for (int o = 0; o < noc; o++)
-                for (int l = 0; l < width; l++)
-                    set(L, kb, acc[o][l], l3_fma(L->m, V(L, xv[l]), V(L, wv[o]), V(L, acc[o][l])));
+                for (int l = 0; l < width; l++) part[o][l] = local(L, pb, "part", L3_F32, F(L, 0));
+            tile_channels(T, pb, P, c0, r == 0 ? cb : rem, noc, w0, w0c, width, part);
+            for (int o = 0; o < noc; o++)
+                for (int l = 0; l < width; l++) accum(L, pb, acc[o][l], V(L, part[o][l]));
         }
     }
     /* the epilogue at the tile's stores */
@@ -767,4 +825,26 @@ bool lower_upconv_tiled(Lo *L)
         up_row(&U, &s->els, (int)rem);
     }
     return true;
+}
+
+/* ---- an upconv's input gradient ------------------------------------------------------------------ */
+
+/* The input gradient of an upconv is a convolution of dy with the upconv's
+ * weight as it is: dx[n, ci, i] = sum over col, t of
+ * dy[n, g*opg + col, i*s + t*dil - lo] * w[ci, col, t], and w[ci][col][t] is
+ * laid out as a convolution's w[out][in][t]: the register tiles above with
+ * dy as the source and no bias (lower_grad.c's grad_conv; added for
+ * lower_sched_grad.c's helper, the tiles themselves unchanged).  false: not
+ * a shape the tiles handle (nothing emitted). */
+bool lower_upconv_input_grad_tiled(Lo *L, int dy, int w_tensor, int acc_t)
+{
+    const OpAttrs *at = &L->g->nodes[L->n->at.grad_node].at;
+    Tile T;
+    int64_t oct;
+    if (!tile_setup(&T, L, at, dy, w_tensor, &oct)) return false;
+    if (T.ws.rank != T.os->rank || T.ws.d[0] != T.os->d[1] || T.ws.d[1] != T.cpg) return false;
+    T.w = buf(L, w_tensor, false, "weight");
+    T.bb = -1;
+    T.ab = epilogue_buffer(L, acc_t);
+    return tiled(L, &T, at->groups > 0 ? at->groups : 1, oct);
 }

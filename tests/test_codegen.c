@@ -378,9 +378,18 @@ END_TEST
  * the per-element weight gradient).  Both must stay correct. */
 START_TEST(codegen_schedule_switches)
 {
-    static const char *const sw[] = { "NETC_CONV_ROWS", "NETC_CONV_ELEMENTWISE" };
-    for (int k = 0; k < 2; k++) {
-        setenv(sw[k], "1", 1);
+    /* the older schedules, and the weight-gradient tiles (lower_sched_grad.c)
+     * at a shape that leaves remainder tiles, several channel pairs, narrow
+     * chunks and a last block of fewer rows, also for a strided upconv's
+     * weight gradient (NETC_WGRAD_STRIDED) */
+    static const char *const sw[][3] = {
+        { "NETC_CONV_ROWS", "1", NULL }, { "NETC_CONV_ELEMENTWISE", "1", NULL }, { "NETC_WGRAD_LANES", "1", NULL },
+        { "NETC_UPCONV_GRAD_ELEMENTWISE", "1", NULL }, { "NETC_WGRAD_TILE", "3x2x5", "NETC_WGRAD_BLOCK" },
+        { "NETC_CONV_CBLOCK", "0", NULL }, { "NETC_CONV_CBLOCK", "2", NULL },   /* one channel sum; blocks with a remainder */
+    };
+    for (int k = 0; k < (int)(sizeof sw / sizeof sw[0]); k++) {
+        setenv(sw[k][0], sw[k][1], 1);
+        if (sw[k][2]) setenv(sw[k][2], "21", 1), setenv("NETC_WGRAD_STRIDED", "1", 1);
         char what[96];
         OpAttrs at = A(OP_CONV, 2);
         at.channels = 5;
@@ -388,9 +397,9 @@ START_TEST(codegen_schedule_switches)
         at.pad.mode = PAD_SAME;
         at.stride[0] = 2;
         Shape in = SH(2, 3, 7, 6);
-        snprintf(what, sizeof what, "conv 2d (%s)", sw[k]);
+        snprintf(what, sizeof what, "conv 2d (%s)", sw[k][0]);
         compare_op(what, OP_CONV, 2, at, &in, 1, false);
-        snprintf(what, sizeof what, "grad conv 2d (%s)", sw[k]);
+        snprintf(what, sizeof what, "grad conv 2d (%s)", sw[k][0]);
         compare_op_grad(what, OP_CONV, 2, at, &in, 1);
         at = A(OP_CONV, 3);
         at.channels = 4;
@@ -398,17 +407,20 @@ START_TEST(codegen_schedule_switches)
         at.kernel[0] = 1, at.kernel[1] = 3, at.kernel[2] = 2;
         at.pad.mode = PAD_VALID;
         Shape in3 = SH(1, 6, 3, 5, 4);
-        snprintf(what, sizeof what, "conv 3d groups (%s)", sw[k]);
+        snprintf(what, sizeof what, "conv 3d groups (%s)", sw[k][0]);
         compare_op(what, OP_CONV, 3, at, &in3, 1, false);
+        snprintf(what, sizeof what, "grad conv 3d groups (%s)", sw[k][0]);
+        compare_op_grad(what, OP_CONV, 3, at, &in3, 1);
         at = A(OP_UPCONV, 2);
         at.channels = 3;
         at.kernel[0] = at.kernel[1] = 2;
         Shape inu = SH(2, 4, 3, 5);
-        snprintf(what, sizeof what, "upconv k2 s2 (%s)", sw[k]);
+        snprintf(what, sizeof what, "upconv k2 s2 (%s)", sw[k][0]);
         compare_op(what, OP_UPCONV, 2, at, &inu, 1, false);
-        snprintf(what, sizeof what, "grad upconv k2 s2 (%s)", sw[k]);
+        snprintf(what, sizeof what, "grad upconv k2 s2 (%s)", sw[k][0]);
         compare_op_grad(what, OP_UPCONV, 2, at, &inu, 1);
-        unsetenv(sw[k]);
+        unsetenv(sw[k][0]);
+        if (sw[k][2]) unsetenv(sw[k][2]), unsetenv("NETC_WGRAD_STRIDED");
     }
 }
 END_TEST
