@@ -533,6 +533,38 @@ int cuda_download(NetcCuda *c, char *err, size_t errlen)
     return 0;
 }
 
+/* The kernel parameters of one launch: each a pointer to the device address
+ * of its tensor. */
+typedef struct {
+    CUdeviceptr *vals;
+    void **args;
+    int cap;
+} Args;
+
+static int bind_args(const NetcCuda *c, const Launch *L, Args *a, char *err, size_t errlen)
+{
+    if (L->nparams > a->cap) {
+        a->cap = L->nparams;
+        a->vals = xrealloc(a->vals, sizeof *a->vals * (size_t)a->cap);
+        a->args = xrealloc(a->args, sizeof *a->args * (size_t)a->cap);
+    }
+    for (int j = 0; j < L->nparams; j++) {
+        int t = L->params[j];
+        if (t < 0 || t >= c->ntensors || !c->dptr[t]) {
+            snprintf(err, errlen, "%s: tensor %d (parameter %d) has no device memory (not uploaded)", L->name, t, j);
+            return -1;
+        }
+        a->vals[j] = c->dptr[t];
+        a->args[j] = &a->vals[j];
+    }
+    return 0;
+}
+
+static CUresult launch(const Launch *L, Args *a)
+{
+    return cu.launch(L->fn, (unsigned)L->grid, 1, 1, (unsigned)L->block, 1, 1, 0, NULL, a->args, NULL);
+}
+
 int cuda_launch(NetcCuda *c, const char *name, char *err, size_t errlen)
 {
     if (driver(err, errlen) != 0) return -1;
@@ -544,42 +576,28 @@ int cuda_launch(NetcCuda *c, const char *name, char *err, size_t errlen)
     const char *sync_env = getenv("NETC_CUDA_SYNC");
     bool sync_each = sync_env && *sync_env && strcmp(sync_env, "0") != 0;
     const Entry *E = &c->entries[e];
-    CUdeviceptr *vals = NULL;
-    void **args = NULL;
-    int cap = 0;
-    for (int i = 0; i < E->n; i++) {
+    Args a = { 0 };
+    int rc = 0;
+    for (int i = 0; i < E->n && rc == 0; i++) {
         const Launch *L = &E->l[i];
         if (L->total == 0) continue;
-        if (L->nparams > cap) {
-            cap = L->nparams;
-            vals = xrealloc(vals, sizeof *vals * (size_t)cap);
-            args = xrealloc(args, sizeof *args * (size_t)cap);
+        if (bind_args(c, L, &a, err, errlen) != 0) {
+            rc = -1;
+            break;
         }
-        for (int j = 0; j < L->nparams; j++) {
-            int t = L->params[j];
-            if (t < 0 || t >= c->ntensors || !c->dptr[t]) {
-                snprintf(err, errlen, "%s: tensor %d (parameter %d) has no device memory (not uploaded)", L->name, t, j);
-                free(vals);
-                free(args);
-                return -1;
-            }
-            vals[j] = c->dptr[t];
-            args[j] = &vals[j];
-        }
-        CUresult r = cu.launch(L->fn, (unsigned)L->grid, 1, 1, (unsigned)L->block, 1, 1, 0, NULL, args, NULL);
+        CUresult r = launch(L, &a);
         if (r == CUDA_SUCCESS && sync_each) r = cu.ctx_sync();
         if (r != CUDA_SUCCESS) {
             char what[320];
             snprintf(what, sizeof what, "launching %s (launch %d of %d of %s, %lld blocks of %d)", L->name, i + 1, E->n,
                      name, (long long)L->grid, L->block);
             cu_message(r, what, err, errlen);
-            free(vals);
-            free(args);
-            return -1;
+            rc = -1;
         }
     }
-    free(vals);
-    free(args);
+    free(a.vals);
+    free(a.args);
+    if (rc != 0) return -1;
     CUresult r = cu.ctx_sync();
     if (r != CUDA_SUCCESS) {
         char what[256];
@@ -608,25 +626,18 @@ int cuda_profile(NetcCuda *c, const char *name, int reps, double *ms, const char
     int n = E->n < max ? E->n : max;
     if (reps < 1) reps = 1;
     double *t = xcalloc((size_t)n * (size_t)reps + 1, sizeof *t);
-    CUdeviceptr *vals = NULL;
-    void **args = NULL;
-    int cap = 0, rc = 0;
+    Args a = { 0 };
+    int rc = 0;
     for (int r = 0; r < reps && rc == 0; r++)
         for (int i = 0; i < n && rc == 0; i++) {
             const Launch *L = &E->l[i];
             if (L->total == 0) continue;
-            if (L->nparams > cap) {
-                cap = L->nparams;
-                vals = xrealloc(vals, sizeof *vals * (size_t)cap);
-                args = xrealloc(args, sizeof *args * (size_t)cap);
-            }
-            for (int j = 0; j < L->nparams; j++) {
-                int tt = L->params[j];
-                vals[j] = tt >= 0 && tt < c->ntensors ? c->dptr[tt] : 0;
-                args[j] = &vals[j];
+            if (bind_args(c, L, &a, err, errlen) != 0) {
+                rc = -1;
+                break;
             }
             double t0 = now();
-            CUresult res = cu.launch(L->fn, (unsigned)L->grid, 1, 1, (unsigned)L->block, 1, 1, 0, NULL, args, NULL);
+            CUresult res = launch(L, &a);
             if (res == CUDA_SUCCESS) res = cu.ctx_sync();
             t[(size_t)i * (size_t)reps + (size_t)r] = 1e3 * (now() - t0);
             if (res != CUDA_SUCCESS) {
@@ -640,8 +651,8 @@ int cuda_profile(NetcCuda *c, const char *name, int reps, double *ms, const char
         names[i] = E->l[i].name;
     }
     free(t);
-    free(vals);
-    free(args);
+    free(a.vals);
+    free(a.args);
     return rc == 0 ? n : -1;
 }
 
