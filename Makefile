@@ -9,7 +9,7 @@ BUILD   ?= build
 SAN     :=
 CFLAGS_ALL = $(CSTD) $(WARN) $(OPT) $(SAN) -Icompiler -Iruntime -Igrammar -I$(BUILD)/gen -I/usr/include/cjson -I/usr/include/nifti $(CFLAGS)
 LIBS       = -lcjson -lniftiio -lznz -lz -lm $(LLVM_LIBS)
-# LLVM 16 for the LLVM backend (compiler/l3_llvm.c, the only file that includes
+# LLVM 16 for the LLVM backend (compiler/l3_llvm*.c, the only files that include
 # its headers); -rdynamic lets the JIT resolve symbols of the executable.
 LLVM_CONFIG ?= llvm-config-16
 LLVM_LIBS    = $(shell $(LLVM_CONFIG) --ldflags --libs core orcjit native passes) -rdynamic
@@ -63,6 +63,7 @@ $(BUILD)/obj/parser.o: $(BUILD)/gen/parser.c
 
 $(BUILD)/obj/l3_llvm.o: CFLAGS_ALL += -isystem $(shell $(LLVM_CONFIG) --includedir)
 $(BUILD)/obj/l3_llvm_jit.o: CFLAGS_ALL += -isystem $(shell $(LLVM_CONFIG) --includedir)
+$(BUILD)/obj/l3_llvm_expr.o: CFLAGS_ALL += -isystem $(shell $(LLVM_CONFIG) --includedir)
 
 $(BUILD)/obj/%.o: compiler/%.c $(BUILD)/gen/parser.h | $(DEPSTAMP)
 	@mkdir -p $(dir $@)
@@ -186,7 +187,7 @@ bench: $(BUILD)/netc $(BUILD)/bench
 FUZZ_SECONDS ?= 600
 FUZZ_CC ?= clang
 # The front end needs no LLVM.
-FUZZ_SRC := $(filter-out compiler/l3_llvm.c,$(COMPILER_SRC))
+FUZZ_SRC := $(filter-out compiler/l3_llvm%.c,$(COMPILER_SRC))
 $(BUILD)/fuzz/fuzz_frontend: tests/fuzz/fuzz_frontend.c $(FUZZ_SRC) $(GEN_SRC)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Icompiler -Igrammar -I$(BUILD)/gen \
