@@ -665,8 +665,7 @@ static bool lower_norm(Lo *L, bool batch)
         unsigned ann[MAX_RANK + 1];
         int sv[MAX_RANK + 1];
         int nl = sum_levels(is, batch, ext, nms, ann);
-        #define SIDX add(L, mul(L, add(L, mul(L, batch ? V(L, sv[0]) : V(L, nv), I(L, C)), V(L, cv)), I(L, sp)), \
-                         sum_spatial(L, is, batch, sv))
+        #define SIDX sum_element(L, is, batch, sv, nv, cv)
         l3_local(L->m, outer, mean, F(L, 0));
         int a[SUM_MAX_ACC] = { mean };
         L3Block *ib = sum_loops(L, outer, nl, ext, nms, ann, sv, 1, a);

@@ -563,8 +563,7 @@ static bool grad_norm(Lo *L)
     unsigned ann[MAX_RANK + 1];
     int sv[MAX_RANK + 1];
     int nl = sum_levels(is, batch, ext, nms, ann);
-    #define SIDX add(L, mul(L, add(L, mul(L, batch ? V(L, sv[0]) : V(L, nv), I(L, C)), V(L, cv)), I(L, sp)), \
-                     sum_spatial(L, is, batch, sv))
+    #define SIDX sum_element(L, is, batch, sv, nv, cv)
     int mean, var;
     if (stats) {
         mean = local(L, g, "mean", L3_F32, F(L, 0));

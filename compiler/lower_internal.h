@@ -299,4 +299,15 @@ static inline L3Expr *sum_spatial(Lo *L, const Shape *s, bool with_n, const int 
     return p;
 }
 
+/* The flat index in s of element (n, c, spatial) under the sum_levels loops
+ * of a normalization's sums: n is vars[0] when with_n (batchnorm), else the
+ * variable n_var (instancenorm's per-sample loop); c is c_var. */
+static inline L3Expr *sum_element(Lo *L, const Shape *s, bool with_n, const int *vars, int n_var, int c_var)
+{
+    int64_t sp = 1;
+    for (int i = 2; i < s->rank; i++) sp *= s->d[i];
+    L3Expr *n = V(L, with_n ? vars[0] : n_var);
+    return add(L, mul(L, add(L, mul(L, n, I(L, s->d[1])), V(L, c_var)), I(L, sp)), sum_spatial(L, s, with_n, vars));
+}
+
 #endif
